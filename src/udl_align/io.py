@@ -1,0 +1,780 @@
+"""Reading and writing every file the package touches, with validation.
+
+Every reader checks what it loads and raises :class:`~udl_align.errors.InputError` with a one-line
+message ("path: problem") on bad input, so the CLI can report it and exit 2. Every writer goes
+through :func:`atomic_output`, so a failed run never leaves a partial file behind.
+
+File formats are described in ``docs/interfaces.md`` (pairs ``.npz``, estimates ``.csv``) and
+``docs/conventions.md`` (RELION STAR files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import starfile
+from PIL import Image
+
+from udl_align.errors import InputError
+
+PathLike = str | os.PathLike
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+# Blocks of images checked at a time, so that a memory-mapped file is never loaded whole.
+_CHUNK = 1024
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line description of an exception from a library, for an InputError message."""
+    text = str(exc).strip().splitlines()
+    return text[0].strip() if text and text[0].strip() else type(exc).__name__
+
+
+def _require_file(path: Path) -> None:
+    """Fail early with a clear message, rather than with whatever the library says."""
+    if not path.exists():
+        raise InputError("no such file", path)
+    if not path.is_file():
+        raise InputError("not a file", path)
+
+
+def check_finite(array: np.ndarray, path: PathLike | None, what: str = "pixels") -> None:
+    """Raise InputError "contains NaN or Inf <what>" unless every value of ``array`` is finite.
+
+    Works block by block along the first axis, so a memory-mapped array is not loaded at once.
+    """
+    arr = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    if arr.dtype.kind in "iub":  # integers and booleans are always finite
+        return
+    if arr.ndim == 0:
+        ok = bool(np.isfinite(arr))
+    else:
+        ok = all(
+            np.isfinite(arr[i : i + _CHUNK]).all() for i in range(0, arr.shape[0], _CHUNK)
+        )
+    if not ok:
+        raise InputError(f"contains NaN or Inf {what}", path)
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic output
+# --------------------------------------------------------------------------------------------
+
+
+def check_writable(path: PathLike) -> Path:
+    """Fail early, with one line, when ``path`` cannot be written (commands call this before
+    doing any work, so none is wasted on an output that cannot be saved)."""
+    path = Path(path)
+    parent = path.parent
+    try:
+        if not parent.exists():
+            raise InputError("output directory does not exist", parent)
+        if not parent.is_dir():
+            raise InputError("output directory is not a folder", parent)
+        if path.is_dir():
+            raise InputError("cannot write here: is a folder", path)
+        if not os.access(parent, os.W_OK):
+            raise InputError("cannot write here: permission denied", path)
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The temporary file is created (empty) before the body runs, so a folder we cannot write to
+    fails here with a clear message. Its name keeps ``path``'s suffix at the end
+    (``.name.tmp-PID-RANDOM.suffix``) because some writers (``np.savez``) act on the suffix.
+    On any exception the temporary file is removed and the exception re-raised.
+    """
+    path = check_writable(path)
+    parent = path.parent
+    stem = path.name[: len(path.name) - len(path.suffix)] if path.suffix else path.name
+    tmp = parent / f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}"
+    try:
+        # "x": never clobber someone else's file; open() (not mkstemp) keeps the usual umask mode.
+        with open(tmp, "xb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+    try:
+        yield tmp
+        # Flush to disk before the rename, so a crash cannot leave an empty file under `path`.
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Images (PNG / JPEG / TIFF)
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """The PNG/JPEG/TIFF files directly in ``folder``, sorted by name.
+
+    Suffixes match case-insensitively; hidden files (such as macOS ``._x.png``) are skipped.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError("no such folder", folder)
+    if not folder.is_dir():
+        raise InputError("not a folder", folder)
+    found = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+    if not found:
+        raise InputError("no PNG/JPEG/TIFF images in this folder", folder)
+    return found
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image as a 2-D float32 grey array.
+
+    8-bit, RGB(A) and palette images are converted with PIL's "L" conversion and scaled to
+    [0, 1]; 16-bit images are scaled by 1/65535; 32-bit integer and float TIFFs keep their
+    values. Only the first frame of a multi-page TIFF is read.
+    """
+    path = Path(path)
+    _require_file(path)
+    if path.stat().st_size == 0:
+        raise InputError("empty file", path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # Image.open is lazy: force decoding so corrupt data fails here
+            mode, fmt = img.mode, img.format
+            if mode in ("I;16", "I;16L", "I;16B", "I;16N") or (mode == "I" and fmt == "PNG"):
+                # 16-bit (older Pillow opens 16-bit PNG as "I"; PNG has no 32-bit grey)
+                arr = np.asarray(img).astype(np.float32) / np.float32(65535)
+            elif mode in ("I", "F"):
+                arr = np.asarray(img).astype(np.float32)
+            else:
+                arr = np.asarray(img.convert("L")).astype(np.float32) / np.float32(255)
+    except Exception as exc:  # Pillow raises many types for corrupt files
+        raise InputError(f"cannot read image: {_reason(exc)}", path) from exc
+    if arr.ndim != 2:
+        raise InputError(f"cannot read image: unexpected shape {arr.shape}", path)
+    if arr.size == 0:
+        raise InputError("empty image", path)
+    check_finite(arr, path)
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# .npy
+# --------------------------------------------------------------------------------------------
+
+
+def _check_image_shape(shape: tuple[int, ...], path: Path, what: str) -> None:
+    if len(shape) not in (2, 3):
+        raise InputError(f"expected a 2-D image or a 3-D stack, got {what} of shape {shape}", path)
+    if 0 in shape:
+        raise InputError(f"empty {what} (shape {shape})", path)
+    if shape[-1] != shape[-2]:
+        raise InputError(f"images are not square ({shape[-2]}x{shape[-1]})", path)
+
+
+def read_npy(path: PathLike) -> np.ndarray:
+    """Read a 2-D image or 3-D stack ``(n, N, N)`` from ``.npy`` as float32.
+
+    The file is memory-mapped; a float32 file comes back as a read-only memory map (not loaded),
+    any other real dtype as a float32 copy.
+    """
+    path = Path(path)
+    _require_file(path)
+    # Checked first: otherwise np.load falls back to unpickling (or to .npz) and says so instead.
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InputError("not a readable .npy file: no .npy header", path)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"not a readable .npy file: {_reason(exc)}", path) from exc
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"not a real-valued array (dtype {arr.dtype})", path)
+    _check_image_shape(arr.shape, path, "array")
+    check_finite(arr, path)
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# MRC
+# --------------------------------------------------------------------------------------------
+
+
+class MrcStack:
+    """A lazily read (memory-mapped) MRC image stack; a 2-D MRC is a stack of one.
+
+    ``stack[i]`` gives an ``(N, N)`` float32 copy; ``stack[slice]`` or ``stack[int_array]`` a
+    ``(k, N, N)`` copy. A 3-D file whose header marks it as a volume (space group not 0) and
+    whose suffix is not ``.mrcs`` is refused unless ``allow_volume``, since its sections are not
+    separate particle images.
+    """
+
+    def __init__(self, path: PathLike, allow_volume: bool = False) -> None:
+        self.path = Path(path)
+        _require_file(self.path)
+        try:
+            self._mrc = mrcfile.mmap(self.path, mode="r", permissive=False)
+        except Exception as exc:  # mrcfile raises ValueError for most corruption, OSError too
+            raise InputError(f"not a readable MRC file: {_reason(exc)}", self.path) from exc
+        try:
+            self._validate(allow_volume)
+        except BaseException:
+            self._mrc.close()
+            raise
+
+    def _validate(self, allow_volume: bool) -> None:
+        data = self._mrc.data
+        if data is None or data.size == 0:
+            raise InputError("empty MRC", self.path)
+        if data.dtype.kind not in "iuf":
+            raise InputError(f"MRC data is not real-valued (dtype {data.dtype})", self.path)
+        if data.ndim not in (2, 3):
+            raise InputError(f"expected a 2-D image or a stack, got shape {data.shape}", self.path)
+        if data.shape[-1] != data.shape[-2]:
+            raise InputError(
+                f"images are not square ({data.shape[-2]}x{data.shape[-1]})", self.path
+            )
+        if self._mrc.is_volume() and self.path.suffix.lower() != ".mrcs" and not allow_volume:
+            raise InputError("is a 3-D volume, expected a 2-D image or a stack", self.path)
+        self._stack = data if data.ndim == 3 else data[np.newaxis]
+
+    @property
+    def n(self) -> int:
+        """Number of images."""
+        return int(self._stack.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Image side N in pixels."""
+        return int(self._stack.shape[-1])
+
+    @property
+    def pixel_size(self) -> float:
+        """Pixel size in Angstrom from the header (voxel_size.x); 1.0 when the header has 0."""
+        value = float(self._mrc.voxel_size.x)
+        return value if value > 0 else 1.0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        out = np.array(self._stack[index], dtype=np.float32)  # copy: never hand out the mmap
+        check_finite(out, self.path)
+        return out
+
+    def close(self) -> None:
+        """Release the file (and its memory map)."""
+        self._mrc.close()
+
+    def __enter__(self) -> MrcStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_mrc(path: PathLike) -> np.ndarray:
+    """Read a whole MRC file (a map, a reference image or a small stack) as float32."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=False) as mrc:
+            data = mrc.data
+            if data is None or data.size == 0:
+                raise InputError("empty MRC", path)
+            if data.dtype.kind not in "iuf":
+                raise InputError(f"MRC data is not real-valued (dtype {data.dtype})", path)
+            arr = np.array(data, dtype=np.float32)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"not a readable MRC file: {_reason(exc)}", path) from exc
+    check_finite(arr, path)
+    return arr
+
+
+def write_mrc(
+    path: PathLike, data: np.ndarray, pixel_size: float = 1.0, stack: bool = True
+) -> None:
+    """Write ``data`` (2-D image or 3-D array) as float32 MRC with the given pixel size (A).
+
+    A 3-D array is marked as an image stack (space group 0) when ``stack``, else as a volume.
+    """
+    arr = np.ascontiguousarray(data, dtype=np.float32)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"write_mrc needs a 2-D or 3-D array, got shape {arr.shape}")
+    with atomic_output(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(arr)
+        mrc.voxel_size = float(pixel_size)
+        if arr.ndim == 3:
+            if stack:
+                mrc.set_image_stack()
+            else:
+                mrc.set_volume()
+
+
+# --------------------------------------------------------------------------------------------
+# STAR (RELION)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParticlesTable:
+    """The particles of a RELION STAR file.
+
+    ``data`` is the particles block as starfile reads it, plus derived columns: ``stack_path``
+    (absolute path string), ``stack_index`` (0-based), ``origin_x_px``, ``origin_y_px`` (RELION's
+    origin offsets, in pixels) and ``psi`` (degrees).
+    """
+
+    data: pd.DataFrame
+    pixel_size: float | None
+    image_size: int | None
+
+    @property
+    def n(self) -> int:
+        """Number of particles."""
+        return len(self.data)
+
+
+_IMAGE_NAME = re.compile(r"^\s*0*([1-9]\d*)@(.+?)\s*$")
+
+
+def _as_frame(block: Any) -> pd.DataFrame | None:
+    """starfile gives a dict for a block written without ``loop_`` (a single row)."""
+    if isinstance(block, pd.DataFrame):
+        return block
+    if isinstance(block, Mapping) and block:
+        return pd.DataFrame([dict(block)])
+    return None
+
+
+def _numeric_column(df: pd.DataFrame, name: str, path: Path) -> np.ndarray:
+    values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
+    if np.isnan(values).any():
+        raise InputError(f"column {name} is not numeric", path)
+    check_finite(values, path, f"values in {name}")
+    return values
+
+
+def _single_value(values: np.ndarray, what: str, path: Path) -> float:
+    unique = np.unique(values)
+    if len(unique) > 1:
+        shown = ", ".join(f"{v:g}" for v in unique[:4])
+        raise InputError(f"particles differ in {what} ({shown}); split the file", path)
+    return float(unique[0])
+
+
+def _check_pixel_size(value: float, path: Path) -> float:
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"bad pixel size {value:g}", path)
+    return value
+
+
+def _resolve_stack(name: str, star_dir: Path) -> str:
+    """Stacks are named relative to the STAR file's folder or (as RELION does) the project
+    folder, usually the current one: try them in that order."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return str(p)
+    beside = star_dir / p
+    if not beside.exists() and p.exists():
+        return str(p.resolve())
+    return str(beside.resolve())
+
+
+def read_particles_star(path: PathLike) -> ParticlesTable:
+    """Read the particles of a RELION STAR file (3.1+ with optics/particles blocks, or older).
+
+    Pixel size: 3.1+ from the particles' optics group (``rlnImagePixelSize``); older files from
+    ``rlnPixelSize``, else ``rlnDetectorPixelSize * 1e4 / rlnMagnification``, else None. Origins
+    come from ``rlnOriginXAngst``/``rlnOriginYAngst`` (divided by the pixel size) or
+    ``rlnOriginX``/``rlnOriginY`` (pixels), 0 if absent. Does not check that the stacks exist
+    (see :func:`check_stacks_exist`).
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnImageName"])
+    except Exception as exc:
+        raise InputError(f"not a readable STAR file: {_reason(exc)}", path) from exc
+
+    optics = _as_frame(blocks.get("optics"))
+    if "particles" in blocks:
+        particles = _as_frame(blocks["particles"])
+    else:
+        # Pre-3.1: one unnamed block (or any block naming images).
+        frames = [f for f in (_as_frame(b) for b in blocks.values()) if f is not None]
+        with_names = [f for f in frames if "rlnImageName" in f.columns]
+        particles = with_names[0] if with_names else (frames[0] if frames else None)
+        optics = None
+    if particles is None or len(particles) == 0:
+        raise InputError("no particles in this STAR file", path)
+    if "rlnImageName" not in particles.columns:
+        raise InputError("missing column rlnImageName", path)
+    df = particles.reset_index(drop=True).copy()
+
+    # Pixel and image size.
+    pixel_size: float | None = None
+    image_size: int | None = None
+    if optics is not None:
+        if "rlnOpticsGroup" in df.columns and "rlnOpticsGroup" in optics.columns:
+            groups = optics.set_index(pd.to_numeric(optics["rlnOpticsGroup"], errors="coerce"))
+            wanted = pd.to_numeric(df["rlnOpticsGroup"], errors="coerce")
+            missing = sorted(set(wanted.unique()) - set(groups.index))
+            if missing:
+                raise InputError(f"rlnOpticsGroup {missing[0]} is not in the optics block", path)
+            rows = groups.loc[wanted.to_numpy()].reset_index(drop=True)
+        elif len(optics) == 1:
+            rows = optics  # one group: every particle belongs to it
+        else:
+            raise InputError("missing column rlnOpticsGroup (several optics groups)", path)
+        if "rlnImagePixelSize" in rows.columns:
+            values = _numeric_column(rows, "rlnImagePixelSize", path)
+            pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+        if "rlnImageSize" in rows.columns:
+            values = _numeric_column(rows, "rlnImageSize", path)
+            image_size = int(_single_value(values, "image size", path))
+    elif "rlnPixelSize" in df.columns:
+        values = _numeric_column(df, "rlnPixelSize", path)
+        pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+    elif "rlnDetectorPixelSize" in df.columns and "rlnMagnification" in df.columns:
+        # Detector pixel in micrometres, magnification dimensionless: 1 um = 1e4 A.
+        values = _numeric_column(df, "rlnDetectorPixelSize", path) * 1e4 / _numeric_column(
+            df, "rlnMagnification", path
+        )
+        pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+
+    # Image names: "index@stack", index 1-based.
+    names = df["rlnImageName"].astype(str)
+    parts = names.str.extract(_IMAGE_NAME)
+    bad = parts[0].isna()
+    if bad.any():
+        value = names[bad].iloc[0]
+        raise InputError(f"bad rlnImageName '{value}' (expected index@stack)", path)
+    df["stack_index"] = parts[0].astype(np.int64) - 1
+    star_dir = path.parent
+    resolved = {s: _resolve_stack(s, star_dir) for s in parts[1].unique()}
+    df["stack_path"] = parts[1].map(resolved)
+
+    # Origins (RELION's sense: they translate the particle back to its centre), in pixels.
+    for axis in ("X", "Y"):
+        angst, pixels = f"rlnOrigin{axis}Angst", f"rlnOrigin{axis}"
+        if angst in df.columns:
+            if pixel_size is None:
+                raise InputError(f"has {angst} but no pixel size", path)
+            origin = _numeric_column(df, angst, path) / pixel_size
+        elif pixels in df.columns:
+            origin = _numeric_column(df, pixels, path)
+        else:
+            origin = np.zeros(len(df))
+        df[f"origin_{axis.lower()}_px"] = origin
+    df["psi"] = (
+        _numeric_column(df, "rlnAnglePsi", path) if "rlnAnglePsi" in df.columns else 0.0
+    )
+    return ParticlesTable(data=df, pixel_size=pixel_size, image_size=image_size)
+
+
+def check_stacks_exist(table: ParticlesTable, path: PathLike) -> None:
+    """Raise InputError "names a missing stack: <name>" if a stack of ``table`` is not a file."""
+    df = table.data
+    firsts = df.drop_duplicates("stack_path")
+    for stack_path, image_name in zip(firsts["stack_path"], firsts["rlnImageName"], strict=True):
+        if not Path(stack_path).is_file():
+            name = str(image_name).split("@", 1)[-1].strip()
+            raise InputError(f"names a missing stack: {name}", path)
+
+
+def _column(values: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},)")
+    return arr
+
+
+def write_particles_star(
+    path: PathLike,
+    image_names: Any,
+    psi: Any,
+    origin_x_px: Any,
+    origin_y_px: Any,
+    pixel_size: float,
+    image_size: int,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write a RELION 3.1 particles STAR file (one optics group).
+
+    ``image_names`` are ``index@stack`` strings (1-based); ``psi`` in degrees; origins in pixels
+    in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``). ``extra``
+    adds columns (e.g. ``rlnMaxValueProbDistribution``). Scalars are broadcast.
+    """
+    names = [str(s) for s in np.atleast_1d(np.asarray(image_names))]
+    n = len(names)
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnImagePixelSize": [float(pixel_size)],
+            "rlnImageSize": [int(image_size)],
+            "rlnImageDimensionality": [2],
+        }
+    )
+    columns: dict[str, Any] = {
+        "rlnImageName": names,
+        "rlnAnglePsi": _column(psi, n, "psi").astype(np.float64),
+        "rlnOriginXAngst": _column(origin_x_px, n, "origin_x_px").astype(np.float64)
+        * float(pixel_size),
+        "rlnOriginYAngst": _column(origin_y_px, n, "origin_y_px").astype(np.float64)
+        * float(pixel_size),
+        "rlnOpticsGroup": np.ones(n, dtype=np.int64),
+    }
+    for name, values in (extra or {}).items():
+        if name in columns:
+            raise ValueError(f"extra column {name} clashes with a standard column")
+        columns[name] = _column(values, n, name)
+    particles = pd.DataFrame(columns)
+    with atomic_output(path) as tmp:
+        starfile.write({"optics": optics, "particles": particles}, tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs (.npz)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pairs:
+    """Image pairs ``a[i]``, ``b[i]`` (float32, ``(n, N, N)``) with optional true transforms
+    (``angle`` degrees, ``tx``, ``ty`` pixels, each ``(n,)``) such that ``apply(a, T) ~ b``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    angle: np.ndarray | None = None
+    tx: np.ndarray | None = None
+    ty: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of pairs."""
+        return int(self.a.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Image side N in pixels."""
+        return int(self.a.shape[-1])
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the true transforms are known."""
+        return self.angle is not None
+
+
+def _validated_pairs(
+    a: Any, b: Any, truth: dict[str, Any], meta: Any, path: Path
+) -> Pairs:
+    """Check everything interfaces.md promises about a pairs file; raise InputError if not."""
+    arrays = {}
+    for key, value in (("a", a), ("b", b)):
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f":
+            raise InputError(f"array '{key}' is not floating point (dtype {arr.dtype})", path)
+        if arr.ndim != 3:
+            raise InputError(f"array '{key}' must have shape (n, N, N), got {arr.shape}", path)
+        arrays[key] = arr
+    a, b = arrays["a"], arrays["b"]
+    if a.shape != b.shape:
+        raise InputError(f"a and b differ in shape: {a.shape} vs {b.shape}", path)
+    if a.shape[0] < 1:
+        raise InputError("no pairs (n = 0)", path)
+    if a.shape[1] != a.shape[2]:
+        raise InputError(f"images are not square ({a.shape[1]}x{a.shape[2]})", path)
+    if a.shape[1] < 1:
+        raise InputError("empty images (N = 0)", path)
+    for key, arr in arrays.items():
+        check_finite(arr, path, f"pixels in '{key}'")
+    n = a.shape[0]
+
+    present = {k: v for k, v in truth.items() if v is not None}
+    if present and "angle" not in present:
+        raise InputError(f"has '{sorted(present)[0]}' but no 'angle'", path)
+    checked: dict[str, np.ndarray | None] = {"angle": None, "tx": None, "ty": None}
+    if present:
+        for key in ("angle", "tx", "ty"):
+            value = present.get(key, np.zeros(n))  # shifts default to 0 when only angle is given
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "iuf":
+                raise InputError(f"truth '{key}' is not numeric (dtype {arr.dtype})", path)
+            if arr.shape != (n,):
+                raise InputError(f"truth '{key}' has shape {arr.shape}, expected ({n},)", path)
+            arr = arr.astype(np.float64)
+            check_finite(arr, path, f"values in '{key}'")
+            checked[key] = arr
+
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise InputError("'meta' is not a JSON object", path)
+    return Pairs(
+        a=a.astype(np.float32, copy=False),
+        b=b.astype(np.float32, copy=False),
+        angle=checked["angle"],
+        tx=checked["tx"],
+        ty=checked["ty"],
+        meta=meta,
+    )
+
+
+def read_pairs(path: PathLike) -> Pairs:
+    """Read and validate a pairs ``.npz`` file (see interfaces.md)."""
+    path = Path(path)
+    _require_file(path)
+    # Checked first: otherwise np.load falls back to unpickling and reports that instead.
+    if not zipfile.is_zipfile(path):
+        raise InputError("not a readable pairs .npz: not a zip archive", path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            for key in ("a", "b"):
+                if key not in files:
+                    raise InputError(f"missing array '{key}'", path)
+            loaded = {k: npz[k] for k in ("a", "b", "angle", "tx", "ty", "meta") if k in files}
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"not a readable pairs .npz: {_reason(exc)}", path) from exc
+
+    meta: Any = None
+    if "meta" in loaded:
+        raw = loaded["meta"]
+        if raw.ndim != 0 or raw.dtype.kind not in "US":
+            raise InputError("'meta' is not a JSON string", path)
+        text = raw.item()
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"bad JSON in 'meta': {_reason(exc)}", path) from exc
+    truth = {k: loaded.get(k) for k in ("angle", "tx", "ty")}
+    return _validated_pairs(loaded["a"], loaded["b"], truth, meta, path)
+
+
+def write_pairs(path: PathLike, pairs: Pairs) -> None:
+    """Write ``pairs`` as an uncompressed ``.npz`` (meta as a 0-d JSON string array).
+
+    The pairs are validated first (InputError naming ``path`` if they break the format).
+    """
+    path = Path(path)
+    truth = {"angle": pairs.angle, "tx": pairs.tx, "ty": pairs.ty}
+    checked = _validated_pairs(pairs.a, pairs.b, truth, pairs.meta, path)
+    arrays: dict[str, np.ndarray] = {"a": checked.a, "b": checked.b}
+    if checked.has_truth:
+        arrays.update(angle=checked.angle, tx=checked.tx, ty=checked.ty)
+    arrays["meta"] = np.array(json.dumps(checked.meta))
+    # A file object, not a name: np.savez would append ".npz" to a name without that suffix.
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimates (.csv)
+# --------------------------------------------------------------------------------------------
+
+ESTIMATE_COLUMNS = ("index", "angle", "tx", "ty")
+
+
+def write_estimates(
+    path: PathLike,
+    angle: Any,
+    tx: Any,
+    ty: Any,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write estimates as CSV ``index,angle,tx,ty[,extra...]``, one row per pair.
+
+    Angles are wrapped to [0, 360); floats are written with 6 decimals.
+    """
+    angle = np.asarray(angle, dtype=np.float64).reshape(-1)
+    n = len(angle)
+    # Round before wrapping, so that 359.9999999 is written as 0.000000, not 360.000000.
+    wrapped = np.mod(np.round(angle, 6), 360.0)
+    wrapped[wrapped >= 360.0] = 0.0  # np.mod(-1e-17, 360) == 360.0 in floating point
+    columns: dict[str, Any] = {
+        "index": np.arange(n),
+        "angle": wrapped,
+        "tx": _column(np.asarray(tx, dtype=np.float64), n, "tx"),
+        "ty": _column(np.asarray(ty, dtype=np.float64), n, "ty"),
+    }
+    for name, values in (extra or {}).items():
+        if name in columns:
+            raise ValueError(f"extra column {name} clashes with a standard column")
+        columns[name] = _column(values, n, name)
+    frame = pd.DataFrame(columns)
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+
+
+def read_estimates(path: PathLike, n: int | None = None) -> pd.DataFrame:
+    """Read and validate an estimates CSV; rows come back sorted by ``index``.
+
+    ``n``, if given, is the number of pairs the estimates must cover.
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:
+        raise InputError(f"not a readable CSV file: {_reason(exc)}", path) from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    for name in ESTIMATE_COLUMNS:
+        if name not in frame.columns:
+            raise InputError(f"missing column '{name}'", path)
+    if len(frame) == 0:
+        raise InputError("has no rows", path)
+    for name in ESTIMATE_COLUMNS:
+        coerced = pd.to_numeric(frame[name], errors="coerce")
+        if (coerced.isna() & frame[name].notna()).any():
+            raise InputError(f"column '{name}' is not numeric", path)
+        values = coerced.to_numpy(dtype=np.float64)
+        check_finite(values, path, f"values in '{name}'")  # empty cells read as NaN
+        frame[name] = values
+    index = frame["index"].to_numpy()
+    k = len(frame)
+    if not np.array_equal(np.sort(index), np.arange(k)):
+        raise InputError(f"column 'index' is not 0..{k - 1}, each once", path)
+    frame["index"] = index.astype(np.int64)
+    frame = frame.sort_values("index", kind="stable").reset_index(drop=True)
+    if n is not None and k != n:
+        raise InputError(f"has {k} rows, the pairs file has {n}", path)
+    return frame

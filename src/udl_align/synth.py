@@ -1,0 +1,233 @@
+"""Seeded synthetic pairs from photographs, built as the paper builds its MS-COCO pairs (Sect. 4.1).
+
+For each pair: pick a photograph (from the chosen split), convert it to grey in [0, 1], pick a
+patch of ``size`` pixels, draw an angle uniform in [0, 360) and an integer shift uniform in
+``[-max_shift, max_shift]`` on each axis. Patch ``a`` is cut from the photograph as it is; patch
+``b`` is cut at the same place from the *whole photograph* rotated about the patch centre and
+then shifted (sampled with cubic B-splines), so its corners hold real content, never padding.
+Then ``apply(a, (angle, tx, ty)) ~ b`` in the sense of :mod:`udl_align.geometry`. Independent noise
+is added to each image afterwards.
+
+Textureless patches are dropped: a clean patch is kept only if its grey-level standard deviation
+is at least ``min_std`` (0.05) and its mean absolute finite-difference gradient at least
+``min_gradient`` (0.01 grey levels per pixel); both patches of the pair must pass.
+
+Train/test split by *source photograph*: a photograph is in the test split when
+``crc32(file name) % 100 < test_percent``, a rule that does not depend on which other files are in
+the folder, so training and test never share a photograph.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from . import geometry
+from .errors import InputError
+from .io import list_images, read_image
+from .noise import Noise, parse_noise
+
+SPLITS = ("all", "train", "test")
+
+
+def split_of(path: str | Path, test_percent: float = 20.0) -> str:
+    """``"test"`` or ``"train"`` for a photograph, from a hash of its file name."""
+    return "test" if zlib.crc32(Path(path).name.encode()) % 100 < test_percent else "train"
+
+
+def select_split(paths: Sequence[Path], split: str, test_percent: float = 20.0) -> list[Path]:
+    if split not in SPLITS:
+        raise InputError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    if split == "all":
+        return list(paths)
+    return [p for p in paths if split_of(p, test_percent) == split]
+
+
+@dataclass
+class PairBatch:
+    """Noisy pairs with their truth; ``clean_a``/``clean_b`` before noise."""
+
+    a: np.ndarray
+    b: np.ndarray
+    angle: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    source: list[str] = field(default_factory=list)
+    clean_a: np.ndarray | None = None
+    clean_b: np.ndarray | None = None
+
+
+def reach(size: int, max_shift: int) -> int:
+    """Largest distance from the patch centre that building ``b`` reads (plus spline margin)."""
+    return math.ceil(math.sqrt(2.0) * (size / 2 + max_shift)) + 3
+
+
+def is_textured(patch: np.ndarray, min_std: float = 0.05, min_gradient: float = 0.01) -> bool:
+    gy = np.abs(np.diff(patch, axis=0)).mean()
+    gx = np.abs(np.diff(patch, axis=1)).mean()
+    return bool(patch.std() >= min_std and 0.5 * (gx + gy) >= min_gradient)
+
+
+class NaturalPairSource:
+    """Endless, seeded source of rigid pairs from a folder (or list) of photographs."""
+
+    def __init__(
+        self,
+        images: str | Path | Sequence[str | Path],
+        size: int = 128,
+        noise: str | Noise = "clean",
+        max_shift: int = 10,
+        seed: int = 0,
+        split: str = "all",
+        test_percent: float = 20.0,
+        min_std: float = 0.05,
+        min_gradient: float = 0.01,
+    ) -> None:
+        if isinstance(images, (str, Path)):
+            paths = list_images(images)
+            where = str(images)
+        else:
+            paths = [Path(p) for p in images]
+            where = "image list"
+        if size < 8:
+            raise InputError(f"--size must be at least 8, got {size}")
+        if max_shift < 0:
+            raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+        self.size = int(size)
+        self.max_shift = int(max_shift)
+        self.noise = noise if isinstance(noise, Noise) else parse_noise(noise)
+        self.seed = int(seed)
+        self.split = split
+        self.test_percent = float(test_percent)
+        self.min_std, self.min_gradient = float(min_std), float(min_gradient)
+        self.paths = select_split(paths, split, test_percent)
+        if not self.paths:
+            raise InputError(f"no photographs in the '{split}' split", where)
+        # separate streams: the same seed gives the same geometry under every noise condition
+        self.rng = np.random.default_rng([self.seed, 0])
+        self.noise_rng = np.random.default_rng([self.seed, 1])
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._grid = geometry.centred_grid(self.size)
+        self._too_small: set[int] = set()
+        self._where = where
+
+    # -- photographs -------------------------------------------------------------------------
+    def _photo(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Grey photograph and its cubic-spline coefficients (computed once)."""
+        if index not in self._cache:
+            grey = read_image(self.paths[index])
+            coeffs = ndimage.spline_filter(grey, order=3, output=np.float32, mode="mirror")
+            self._cache[index] = (grey, coeffs)
+        return self._cache[index]
+
+    # -- one pair ----------------------------------------------------------------------------
+    def _one(self, tries: int = 50) -> tuple[np.ndarray, np.ndarray, float, int, int, str]:
+        n, half = self.size, self.size // 2
+        margin = reach(n, self.max_shift)
+        for _ in range(tries):
+            index = int(self.rng.integers(len(self.paths)))
+            if index in self._too_small:
+                continue
+            grey, coeffs = self._photo(index)
+            h, w = grey.shape
+            if min(h, w) < 2 * margin + 1:
+                self._too_small.add(index)
+                if len(self._too_small) == len(self.paths):
+                    raise InputError(
+                        f"no photograph is large enough ({2 * margin + 1} px needed for "
+                        f"--size {n} and --max-shift {self.max_shift})",
+                        self._where,
+                    )
+                continue
+            cy = int(self.rng.integers(margin, h - margin))
+            cx = int(self.rng.integers(margin, w - margin))
+            angle = float(self.rng.uniform(0.0, 360.0))
+            tx, ty = (int(v) for v in self.rng.integers(-self.max_shift, self.max_shift + 1, 2))
+            a = grey[cy - half : cy - half + n, cx - half : cx - half + n].copy()
+            yy, xx = self._grid
+            sy, sx = geometry.source_coordinates(angle, tx, ty, yy, xx)
+            b = ndimage.map_coordinates(
+                coeffs, [sy + cy, sx + cx], order=3, prefilter=False, mode="mirror"
+            ).astype(np.float32)
+            if is_textured(a, self.min_std, self.min_gradient) and is_textured(
+                b, self.min_std, self.min_gradient
+            ):
+                return a, b, angle, tx, ty, self.paths[index].name
+        raise InputError(
+            f"could not find a textured {n} px patch in {tries} tries", self._where
+        )
+
+    def sample(self, n: int, keep_clean: bool = False) -> PairBatch:
+        """The next ``n`` pairs of the seeded sequence."""
+        items = [self._one() for _ in range(n)]
+        clean_a = np.stack([it[0] for it in items])
+        clean_b = np.stack([it[1] for it in items])
+        return PairBatch(
+            a=self.noise.add(clean_a, self.noise_rng),
+            b=self.noise.add(clean_b, self.noise_rng),
+            angle=np.array([it[2] for it in items]),
+            tx=np.array([it[3] for it in items], np.float64),
+            ty=np.array([it[4] for it in items], np.float64),
+            source=[it[5] for it in items],
+            clean_a=clean_a if keep_clean else None,
+            clean_b=clean_b if keep_clean else None,
+        )
+
+    def batches(self, batch_size: int, keep_clean: bool = False) -> Iterator[PairBatch]:
+        """Endless stream of batches (for training)."""
+        while True:
+            yield self.sample(batch_size, keep_clean=keep_clean)
+
+    def meta(self) -> dict:
+        return {
+            "generator": "udl-align synth natural",
+            "noise": str(self.noise),
+            "size": self.size,
+            "max_shift": self.max_shift,
+            "seed": self.seed,
+            "split": self.split,
+            "test_percent": self.test_percent,
+            "texture_rule": {"min_std": self.min_std, "min_gradient": self.min_gradient},
+            "sources": sorted({p.name for p in self.paths}),
+        }
+
+
+def generate_natural_pairs(
+    images: str | Path | Sequence[str | Path],
+    n: int,
+    progress: bool = True,
+    chunk: int = 50,
+    **options,
+) -> tuple[PairBatch, dict]:
+    """``n`` seeded pairs (and their ``meta``) from photographs; see :class:`NaturalPairSource`."""
+    if n < 1:
+        raise InputError(f"--n must be at least 1, got {n}")
+    source = NaturalPairSource(images, **options)
+    parts = []
+    with tqdm(total=n, desc="synth natural", unit="pair", disable=not progress) as bar:
+        done = 0
+        while done < n:
+            k = min(chunk, n - done)
+            parts.append(source.sample(k))
+            done += k
+            bar.update(k)
+    batch = PairBatch(
+        a=np.concatenate([p.a for p in parts]),
+        b=np.concatenate([p.b for p in parts]),
+        angle=np.concatenate([p.angle for p in parts]),
+        tx=np.concatenate([p.tx for p in parts]),
+        ty=np.concatenate([p.ty for p in parts]),
+        source=[s for p in parts for s in p.source],
+    )
+    meta = source.meta()
+    meta["n"] = n
+    meta["pair_sources"] = batch.source
+    return batch, json.loads(json.dumps(meta))
