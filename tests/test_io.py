@@ -136,9 +136,11 @@ def test_list_images(tmp_path):
         grey.save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "sub").mkdir()
-    grey.save(tmp_path / "sub" / "f.png")  # not recursive
+    grey.save(tmp_path / "sub" / "f.png")  # sub-folders count
+    (tmp_path / ".cache").mkdir()
+    grey.save(tmp_path / ".cache" / "g.png")  # hidden folders do not
     names = [p.name for p in list_images(tmp_path)]
-    assert names == ["a.jpg", "b.PNG", "c.tiff", "d.TIF", "e.jpeg"]
+    assert names == ["a.jpg", "b.PNG", "c.tiff", "d.TIF", "e.jpeg", "f.png"]
 
 
 def test_list_images_errors(tmp_path):

@@ -235,6 +235,22 @@ def warp(
     return out[:, 0] if squeeze else out
 
 
+def rotate_all(
+    images: torch.Tensor, angles: torch.Tensor, mode: str = "bilinear"
+) -> torch.Tensor:
+    """Every image ``(B, N, N)`` rotated by every angle ``(K,)`` about the centre:
+    ``(B, K, N, N)``. One sampling grid per angle serves the whole batch (the images ride as
+    channels), which is much cheaper than a grid per (image, angle)."""
+    b, n = images.shape[0], images.shape[-1]
+    zero = torch.zeros_like(angles)
+    grid = warp_grid(n, angles, zero, zero)
+    src = images[None].expand(angles.shape[0], b, n, n)
+    out = torch.nn.functional.grid_sample(
+        src, grid, mode=mode, padding_mode="zeros", align_corners=True
+    )
+    return out.transpose(0, 1)
+
+
 # --------------------------------------------------------------------------------------------
 # Fourier-domain helpers
 # --------------------------------------------------------------------------------------------

@@ -136,9 +136,11 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
 
 
 def list_images(folder: PathLike) -> list[Path]:
-    """The PNG/JPEG/TIFF files directly in ``folder``, sorted by name.
+    """The PNG/JPEG/TIFF files in ``folder`` and its sub-folders (photo collections such as
+    COCO come split into sub-folders), sorted by relative path.
 
-    Suffixes match case-insensitively; hidden files (such as macOS ``._x.png``) are skipped.
+    Suffixes match case-insensitively; hidden files and folders (such as macOS ``._x.png``)
+    are skipped.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -147,11 +149,13 @@ def list_images(folder: PathLike) -> list[Path]:
         raise InputError("not a folder", folder)
     found = sorted(
         p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
     )
     if not found:
-        raise InputError("no PNG/JPEG/TIFF images in this folder", folder)
+        raise InputError("no PNG/JPEG/TIFF images in this folder or below", folder)
     return found
 
 

@@ -8,9 +8,11 @@ then shifted (sampled with cubic B-splines), so its corners hold real content, n
 Then ``apply(a, (angle, tx, ty)) ~ b`` in the sense of :mod:`udl_align.geometry`. Independent noise
 is added to each image afterwards.
 
-Textureless patches are dropped: a clean patch is kept only if its grey-level standard deviation
-is at least ``min_std`` (0.05) and its mean absolute finite-difference gradient at least
-``min_gradient`` (0.01 grey levels per pixel); both patches of the pair must pass.
+Textureless patches are dropped. Both patches are judged inside the central disc of radius
+``size/2 - max_shift`` (the content the two patches share whatever the transform; a patch whose
+texture sits only in a corner that rotates away carries no alignment signal): the grey-level
+standard deviation there must be at least ``min_std`` (0.05) and the mean absolute
+finite-difference gradient at least ``min_gradient`` (0.01 grey levels per pixel).
 
 Train/test split by *source photograph*: a photograph is in the test split when
 ``crc32(file name) % 100 < test_percent``, a rule that does not depend on which other files are in
@@ -70,10 +72,14 @@ def reach(size: int, max_shift: int) -> int:
     return math.ceil(math.sqrt(2.0) * (size / 2 + max_shift)) + 3
 
 
-def is_textured(patch: np.ndarray, min_std: float = 0.05, min_gradient: float = 0.01) -> bool:
-    gy = np.abs(np.diff(patch, axis=0)).mean()
-    gx = np.abs(np.diff(patch, axis=1)).mean()
-    return bool(patch.std() >= min_std and 0.5 * (gx + gy) >= min_gradient)
+def is_textured(
+    patch: np.ndarray, disc: np.ndarray, min_std: float = 0.05, min_gradient: float = 0.01
+) -> bool:
+    """The texture rule, judged on the pixels where ``disc`` is true."""
+    inside = patch[disc]
+    gy = np.abs(np.diff(patch, axis=0))[disc[1:, :]].mean()
+    gx = np.abs(np.diff(patch, axis=1))[disc[:, 1:]].mean()
+    return bool(inside.std() >= min_std and 0.5 * (gx + gy) >= min_gradient)
 
 
 class NaturalPairSource:
@@ -116,6 +122,8 @@ class NaturalPairSource:
         self.noise_rng = np.random.default_rng([self.seed, 1])
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._grid = geometry.centred_grid(self.size)
+        self._shared_radius = max(self.size / 2 - self.max_shift, self.size / 4)
+        self._disc = np.hypot(*self._grid) <= self._shared_radius
         self._too_small: set[int] = set()
         self._where = where
 
@@ -157,9 +165,7 @@ class NaturalPairSource:
             b = ndimage.map_coordinates(
                 coeffs, [sy + cy, sx + cx], order=3, prefilter=False, mode="mirror"
             ).astype(np.float32)
-            if is_textured(a, self.min_std, self.min_gradient) and is_textured(
-                b, self.min_std, self.min_gradient
-            ):
+            if all(is_textured(p, self._disc, self.min_std, self.min_gradient) for p in (a, b)):
                 return a, b, angle, tx, ty, self.paths[index].name
         raise InputError(
             f"could not find a textured {n} px patch in {tries} tries", self._where
@@ -195,7 +201,8 @@ class NaturalPairSource:
             "seed": self.seed,
             "split": self.split,
             "test_percent": self.test_percent,
-            "texture_rule": {"min_std": self.min_std, "min_gradient": self.min_gradient},
+            "texture_rule": {"min_std": self.min_std, "min_gradient": self.min_gradient,
+                             "inside_radius": self._shared_radius},
             "sources": sorted({p.name for p in self.paths}),
         }
 

@@ -2,8 +2,9 @@
 
 The full-circle search runs on images down-sampled by Fourier cropping to ``search_size``
 (the low-pass pre-filter has already removed what the cropping drops, and it cuts the cost about
-fourfold); the best grid angle is refined by a parabola through its neighbours, then a narrow
-search of +-1 grid step at full resolution, then the shared shift step.
+fourfold); then a narrow
+search of +-2 grid steps at full resolution around each of the best few coarse peaks (the
+best full-resolution peak wins), then the shared shift step.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import torch
 from .base import Aligner
 from .correlation import (
     Estimate,
-    best_angle,
     fourier_crop,
     prepare_reference,
     refine_prepared,
     score_angles,
+    top_peaks,
 )
 
 
@@ -28,8 +29,9 @@ class BruteForce(Aligner):
         self,
         angle_step: float = 1.0,
         search_size: int | None = 64,
-        refine_step: float = 0.25,
+        refine_step: float = 0.5,
         chunk: int = 90,
+        candidates: int = 3,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -37,6 +39,7 @@ class BruteForce(Aligner):
         self.search_size = search_size
         self.refine_step = float(refine_step)
         self.chunk = int(chunk)
+        self.candidates = int(candidates)
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
         n = a.shape[-1]
@@ -47,10 +50,11 @@ class BruteForce(Aligner):
         ref = prepare_reference(sb, s * m / n)
         k = int(round(360.0 / self.angle_step))
         grid = torch.arange(k, device=a.device, dtype=a.dtype) * (360.0 / k)
-        grid = grid[None].expand(a.shape[0], k)
         scores, _, _ = score_angles(sa, ref, grid, chunk=self.chunk)
-        coarse, _ = best_angle(grid, scores, 360.0 / k, circular=True)
+        # the best few coarse peaks all go to full resolution: at low SNR the down-sampled
+        # search sometimes ranks the right basin second
+        starts = grid[top_peaks(scores, self.candidates)]
         # +-2 grid steps: the coarse, down-sampled score can be a step off (interpolation blur
         # that changes with the angle biases it where the image has power near Nyquist)
-        out = refine_prepared(a, b, coarse, 2.0 * 360.0 / k, self.refine_step, s)
+        out = refine_prepared(a, b, starts, 2.0 * 360.0 / k, self.refine_step, s)
         return Estimate.from_tensors(*out)

@@ -110,9 +110,10 @@ def masked_template(templates: torch.Tensor, mask: torch.Tensor):
 
 
 def ncc_maps(templates: torch.Tensor, ref: Reference) -> torch.Tensor:
-    """Masked NCC of templates ``(B, K, N, N)`` with ``b`` at every circular shift: ``(B, K, N, N)``.
+    """Masked NCC of templates ``(B, K, N, N)`` with ``b`` at every circular shift.
 
-    Entry ``[.., t_y mod N, t_x mod N]`` scores "``b`` is the template moved by ``t``".
+    Returns ``(B, K, N, N)``; entry ``[.., t_y mod N, t_x mod N]`` scores "``b`` is the
+    template moved by ``t``".
     """
     n = templates.shape[-1]
     centred, energy = masked_template(templates, ref.mask)
@@ -214,24 +215,38 @@ def score_angles(
     mode: str = "bilinear",
     fine: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Score every candidate angle ``angles`` ``(B, K)`` of every pair: ``(score, tx, ty)`` each
-    ``(B, K)``. Rotations are done in chunks of ``chunk`` angles to bound memory. ``fine``:
-    sub-pixel peaks from the correlation's Fourier series instead of parabolas (slower)."""
-    bsz, k = angles.shape
-    n = a.shape[-1]
+    """Score candidate angles for every pair: ``(score, tx, ty)`` each ``(B, K)``. ``angles`` is
+    ``(B, K)`` (per pair) or ``(K,)`` (the same grid for all pairs, which is cheaper). Rotations
+    are done in chunks of ``chunk`` angles to bound memory. ``fine``: sub-pixel peaks from the
+    correlation's Fourier series instead of parabolas (slower, exact)."""
+    bsz, n = a.shape[0], a.shape[-1]
+    k = angles.shape[-1]
     out = [], [], []
     for lo in range(0, k, chunk):
-        ang = angles[:, lo : lo + chunk]
-        kk = ang.shape[1]
-        rotated = geometry.warp(
-            a[:, None].expand(bsz, kk, n, n).reshape(bsz * kk, n, n), ang.reshape(-1), mode=mode
-        ).reshape(bsz, kk, n, n)
+        ang = angles[..., lo : lo + chunk]
+        kk = ang.shape[-1]
+        if ang.dim() == 1:
+            rotated = geometry.rotate_all(a, ang, mode=mode)
+        else:
+            rotated = geometry.warp(
+                a[:, None].expand(bsz, kk, n, n).reshape(bsz * kk, n, n), ang.reshape(-1),
+                mode=mode,
+            ).reshape(bsz, kk, n, n)
         found = peaks(ncc_maps(rotated, ref), ref.max_shift)
         if fine:
             found = fine_peaks(rotated, ref, found[1], found[2])
         for acc, val in zip(out, found, strict=True):
             acc.append(val)
     return tuple(torch.cat(v, dim=1) for v in out)  # type: ignore[return-value]
+
+
+def top_peaks(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices ``(B, count)`` of the highest local maxima of circular score rows ``(B, K)``
+    (a local maximum is at least its two neighbours; plateaus may give neighbours twice)."""
+    left, right = scores.roll(1, dims=1), scores.roll(-1, dims=1)
+    is_peak = (scores >= left) & (scores >= right)
+    masked = torch.where(is_peak, scores, torch.full_like(scores, -torch.inf))
+    return masked.topk(min(count, scores.shape[1]), dim=1).indices
 
 
 def best_angle(
@@ -305,13 +320,27 @@ def refine_prepared(
     ref: Reference | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Narrow search ``initial +- span`` at ``step`` on pre-processed images, then the shift
-    step at the best (sub-step) angle. Returns ``(angle, tx, ty, score)``."""
+    step at the best (sub-step) angle. ``initial`` is ``(B,)`` or ``(B, C)`` (C candidate starts
+    per pair; the best peak over all of them wins). Returns ``(angle, tx, ty, score)``.
+
+    Two stages: the whole span with parabola-interpolated peaks (cheap), then +-1 step around
+    the best at half steps with exact sub-pixel peaks (the parabola's shift bias would move
+    the angle by a few tenths of a degree). Bicubic rotation throughout: bilinear smoothing
+    varies with the sub-pixel phase and biases fine angles.
+    """
     ref = prepare_reference(b, max_shift) if ref is None else ref
-    k = int(round(span / step))
-    offsets = torch.arange(-k, k + 1, device=a.device, dtype=a.dtype) * step
-    grid = initial.reshape(-1, 1) + offsets[None]
-    # bicubic here: bilinear smoothing differs with the sub-pixel phase and biases fine angles
-    scores, _, _ = score_angles(a, ref, grid, mode="bicubic", fine=True)
-    angle, _ = best_angle(grid, scores, step, circular=False)
+    bsz = a.shape[0]
+    center = initial.reshape(bsz, -1)  # (B, C): several candidate starts per pair allowed
+    for half_width, spacing, fine in ((span, step, False), (step, step / 2, True)):
+        k = int(round(half_width / spacing))
+        offsets = torch.arange(-k, k + 1, device=a.device, dtype=a.dtype) * spacing
+        grid = center[:, :, None] + offsets  # (B, C, 2k+1)
+        scores, _, _ = score_angles(a, ref, grid.reshape(bsz, -1), mode="bicubic", fine=fine)
+        scores = scores.reshape(grid.shape)
+        pick = scores.amax(dim=2).argmax(dim=1)  # the candidate with the best peak
+        rows = torch.arange(bsz, device=a.device)
+        center, _ = best_angle(grid[rows, pick], scores[rows, pick], spacing, circular=False)
+        center = center[:, None]
+    angle = center[:, 0]
     tx, ty, score = shift_step(a, b, angle, max_shift, ref)
     return angle, tx, ty, score
