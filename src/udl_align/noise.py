@@ -86,6 +86,30 @@ def parse_noise(spec: str) -> Noise:
     return Noise(kind, level)
 
 
+def parse_noises(spec: str | Noise | list) -> list[Noise]:
+    """One condition, a comma-separated list, or ``mix`` (the seven conditions of Table 1)."""
+    if isinstance(spec, Noise):
+        return [spec]
+    if isinstance(spec, (list, tuple)):
+        return [n if isinstance(n, Noise) else parse_noise(n) for n in spec]
+    text = str(spec).strip().lower()
+    if text == "mix":
+        return [parse_noise(c) for c in CONDITIONS]
+    return [parse_noise(part) for part in text.split(",")]
+
+
+def add_mixed(
+    noises: list[Noise], images: np.ndarray, which: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Noisy copies of ``(k, N, N)`` images, image ``i`` under condition ``noises[which[i]]``."""
+    out = np.empty_like(images, dtype=np.float32)
+    for i, noise in enumerate(noises):
+        sel = which == i
+        if sel.any():
+            out[sel] = noise.add(images[sel], rng)
+    return out
+
+
 def measured_snr(clean: np.ndarray, noisy: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Signal variance over noise variance, as the generator defines it (weighted by ``mask``)."""
     w = np.ones(clean.shape[-2:]) if mask is None else np.asarray(mask, np.float64)

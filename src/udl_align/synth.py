@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from . import geometry
 from .errors import InputError
 from .io import list_images, read_image
-from .noise import Noise, parse_noise
+from .noise import Noise, add_mixed, parse_noises
 
 SPLITS = ("all", "train", "test")
 
@@ -89,7 +89,7 @@ class NaturalPairSource:
         self,
         images: str | Path | Sequence[str | Path],
         size: int = 128,
-        noise: str | Noise = "clean",
+        noise: str | Noise | list = "clean",
         max_shift: int = 10,
         seed: int = 0,
         split: str = "all",
@@ -109,7 +109,8 @@ class NaturalPairSource:
             raise InputError(f"--max-shift must be >= 0, got {max_shift}")
         self.size = int(size)
         self.max_shift = int(max_shift)
-        self.noise = noise if isinstance(noise, Noise) else parse_noise(noise)
+        # one condition, or several (a comma list or "mix"): then one is drawn per pair
+        self.noises = parse_noises(noise)
         self.seed = int(seed)
         self.split = split
         self.test_percent = float(test_percent)
@@ -176,9 +177,12 @@ class NaturalPairSource:
         items = [self._one() for _ in range(n)]
         clean_a = np.stack([it[0] for it in items])
         clean_b = np.stack([it[1] for it in items])
+        # both images of a pair share the condition, never the realisation
+        which = (self.noise_rng.integers(len(self.noises), size=n) if len(self.noises) > 1
+                 else np.zeros(n, int))
         return PairBatch(
-            a=self.noise.add(clean_a, self.noise_rng),
-            b=self.noise.add(clean_b, self.noise_rng),
+            a=add_mixed(self.noises, clean_a, which, self.noise_rng),
+            b=add_mixed(self.noises, clean_b, which, self.noise_rng),
             angle=np.array([it[2] for it in items]),
             tx=np.array([it[3] for it in items], np.float64),
             ty=np.array([it[4] for it in items], np.float64),
@@ -195,7 +199,7 @@ class NaturalPairSource:
     def meta(self) -> dict:
         return {
             "generator": "udl-align synth natural",
-            "noise": str(self.noise),
+            "noise": ",".join(str(n) for n in self.noises),
             "size": self.size,
             "max_shift": self.max_shift,
             "seed": self.seed,

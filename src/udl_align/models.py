@@ -1,0 +1,207 @@
+"""The UDL network of the paper (Sect. 3.3), with configurable widths, and its presets.
+
+``(I1, I2) -> angle``: a mask-prediction module (each image multiplied by its own mask), a
+feature extractor of bottleneck residual blocks with 2x max-pooling, a normalised correlation
+layer computed in both directions (siamese, shared weights) followed by two conv blocks, and a
+three-layer fully connected head. The head gives either one number (``head="scalar"``: the
+paper's angle in degrees) or a 2-vector read back with ``atan2`` (``head="vector"``: no seam at
+0/360, see ``design.md``), or, for the STN baseline, rigid parameters (angle vector and shift).
+
+Every setting lives in :class:`NetConfig`, which is stored in the checkpoint beside the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HEADS = ("scalar", "vector", "rigid")
+
+
+@dataclass
+class NetConfig:
+    size: int = 64  # input size in pixels (images of other sizes are resampled to it)
+    mask_channels: tuple[int, ...] = (4, 8, 16, 32)  # conv blocks of the mask module
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # output channels of the residual blocks
+    pools: tuple[bool, ...] = (True, True, True, False)  # 2x max-pool after each block
+    stem_pool: bool = True  # 2x max-pool before the first block (about 3x faster on CPU)
+    match_channels: tuple[int, int] = (64, 32)  # the two conv blocks after the correlation
+    fc: tuple[int, int] = (512, 512)  # hidden widths of the head
+    head: str = "vector"
+    fc_activation: bool = True  # the authors' code has none between its FC layers
+
+    @property
+    def feature_size(self) -> int:
+        s = self.size // (2 if self.stem_pool else 1)
+        for p in self.pools:
+            s //= 2 if p else 1
+        return s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetConfig:
+        names = {f for f in cls.__dataclass_fields__}
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**clean)
+
+
+PRESETS: dict[str, NetConfig] = {
+    # the paper: 128 px, full width, one scalar output, FC 2000-2000-1 (for a GPU)
+    "paper": NetConfig(
+        size=128,
+        mask_channels=(4, 8, 16, 32),
+        channels=(32, 64, 128, 256),
+        pools=(True, True, True, True),
+        stem_pool=False,
+        match_channels=(128, 64),
+        fc=(2000, 2000),
+        head="scalar",
+        fc_activation=False,
+    ),
+    # the default: small enough to train on 2 CPU cores in tens of minutes
+    "cpu": NetConfig(),
+}
+
+
+def preset(name: str, **overrides) -> NetConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}' (expected one of {', '.join(PRESETS)})")
+    base = asdict(PRESETS[name])
+    base.update(overrides)
+    return NetConfig.from_dict(base)
+
+
+def conv_block(cin: int, cout: int, act: nn.Module | None = None) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        act if act is not None else nn.ReLU(inplace=True),
+    )
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 convolutions (BN, ReLU between) plus a 1x1 conv + BN shortcut."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = max(cout // 4, 4)
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class MaskModule(nn.Module):
+    """Conv blocks ending in a 1-channel sigmoid: where the image carries the signal."""
+
+    def __init__(self, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        layers, cin = [], 1
+        for c in channels:
+            layers.append(conv_block(cin, c))
+            cin = c
+        layers.append(conv_block(cin, 1, nn.Sigmoid()))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class FeatureExtractor(nn.Module):
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.MaxPool2d(2)] if cfg.stem_pool else []
+        cin = 1
+        for cout, pool in zip(cfg.channels, cfg.pools, strict=True):
+            layers.append(Bottleneck(cin, cout))
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def normalised_correlation(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    """Rocco et al.'s matching layer: ``(B, C, h, w) x 2 -> (B, h*w, h, w)``.
+
+    Channel ``i*w + j`` holds the similarity of ``fa`` at ``(i, j)`` with ``fb`` everywhere;
+    features are ReLU'd and L2-normalised first, the map is ReLU'd and L2-normalised over its
+    channels after.
+    """
+    b, c, h, w = fa.shape
+    fa = F.normalize(F.relu(fa), dim=1).reshape(b, c, h * w)
+    fb = F.normalize(F.relu(fb), dim=1).reshape(b, c, h * w)
+    corr = torch.bmm(fa.transpose(1, 2), fb).reshape(b, h * w, h, w)
+    return F.normalize(F.relu(corr), dim=1)
+
+
+class AlignNet(nn.Module):
+    """``forward(a, b)``: the raw head output; :meth:`angle` reads it as degrees."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        if cfg.head not in HEADS:
+            raise ValueError(f"unknown head '{cfg.head}' (expected one of {', '.join(HEADS)})")
+        self.cfg = cfg
+        self.mask = MaskModule(cfg.mask_channels)
+        self.features = FeatureExtractor(cfg)
+        s = cfg.feature_size
+        if s < 1:
+            raise ValueError(f"input size {cfg.size} is too small for this many poolings")
+        self.match = nn.Sequential(
+            conv_block(s * s, cfg.match_channels[0]),
+            conv_block(cfg.match_channels[0], cfg.match_channels[1]),
+        )
+        flat = 2 * cfg.match_channels[1] * s * s
+        out = {"scalar": 1, "vector": 2, "rigid": 4}[cfg.head]
+        act = [nn.ReLU(inplace=True)] if cfg.fc_activation else []
+        self.head = nn.Sequential(
+            nn.Linear(flat, cfg.fc[0]), *act,
+            nn.Linear(cfg.fc[0], cfg.fc[1]), *act,
+            nn.Linear(cfg.fc[1], out),
+        )
+        for m in self.modules():  # Kaiming initialisation, as the authors
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None] if x.dim() == 3 else x
+        return self.features(x * self.mask(x))
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa, fb = self.embed(a), self.embed(b)
+        ab = self.match(normalised_correlation(fa, fb))
+        ba = self.match(normalised_correlation(fb, fa))
+        return self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
+
+    @staticmethod
+    def read_angle(out: torch.Tensor, head: str) -> torch.Tensor:
+        """Degrees from a head output (not wrapped for ``scalar``: the range penalty needs it)."""
+        if head == "scalar":
+            return out[:, 0]
+        return torch.rad2deg(torch.atan2(out[:, 1], out[:, 0]))
+
+    def angle(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(self.read_angle(self(a, b), self.cfg.head), 360.0)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["NetConfig", "PRESETS", "preset", "AlignNet", "count_parameters", "field"]
