@@ -138,9 +138,12 @@ class NaturalPairSource:
         return self._cache[index]
 
     # -- one pair ----------------------------------------------------------------------------
-    def _one(self, tries: int = 50) -> tuple[np.ndarray, np.ndarray, float, int, int, str]:
+    def _views(self, k: int = 2, tries: int = 50) -> tuple[list[np.ndarray], list, str]:
+        """``k`` clean views of one spot: view 0 as cut, view ``j`` transformed by a random
+        ``(angle, tx, ty)`` (returned, one per view after the first)."""
         n, half = self.size, self.size // 2
         margin = reach(n, self.max_shift)
+        yy, xx = self._grid
         for _ in range(tries):
             index = int(self.rng.integers(len(self.paths)))
             if index in self._too_small:
@@ -158,19 +161,37 @@ class NaturalPairSource:
                 continue
             cy = int(self.rng.integers(margin, h - margin))
             cx = int(self.rng.integers(margin, w - margin))
-            angle = float(self.rng.uniform(0.0, 360.0))
-            tx, ty = (int(v) for v in self.rng.integers(-self.max_shift, self.max_shift + 1, 2))
-            a = grey[cy - half : cy - half + n, cx - half : cx - half + n].copy()
-            yy, xx = self._grid
-            sy, sx = geometry.source_coordinates(angle, tx, ty, yy, xx)
-            b = ndimage.map_coordinates(
-                coeffs, [sy + cy, sx + cx], order=3, prefilter=False, mode="mirror"
-            ).astype(np.float32)
-            if all(is_textured(p, self._disc, self.min_std, self.min_gradient) for p in (a, b)):
-                return a, b, angle, tx, ty, self.paths[index].name
+            views = [grey[cy - half : cy - half + n, cx - half : cx - half + n].copy()]
+            transforms = []
+            for _ in range(k - 1):
+                angle = float(self.rng.uniform(0.0, 360.0))
+                tx, ty = (int(v) for v in self.rng.integers(-self.max_shift, self.max_shift + 1, 2))
+                sy, sx = geometry.source_coordinates(angle, tx, ty, yy, xx)
+                views.append(ndimage.map_coordinates(
+                    coeffs, [sy + cy, sx + cx], order=3, prefilter=False, mode="mirror"
+                ).astype(np.float32))
+                transforms.append((angle, tx, ty))
+            if all(is_textured(v, self._disc, self.min_std, self.min_gradient) for v in views):
+                return views, transforms, self.paths[index].name
         raise InputError(
             f"could not find a textured {n} px patch in {tries} tries", self._where
         )
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray, float, int, int, str]:
+        (a, b), ((angle, tx, ty),), name = self._views(2)
+        return a, b, angle, tx, ty, name
+
+    def sample_views(self, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` groups of ``k`` noisy views of one spot ``(n, k, N, N)`` and each view's true
+        transform from view 0 ``(n, k, 3)`` (for label-free calibration and its checks)."""
+        groups = [self._views(k) for _ in range(n)]
+        clean = np.stack([np.stack(g[0]) for g in groups])
+        truth = np.array([[(0.0, 0.0, 0.0), *g[1]] for g in groups])
+        which = (self.noise_rng.integers(len(self.noises), size=n) if len(self.noises) > 1
+                 else np.zeros(n, int))
+        views = np.stack([add_mixed(self.noises, clean[:, j], which, self.noise_rng)
+                          for j in range(k)], axis=1)
+        return views, truth
 
     def sample(self, n: int, keep_clean: bool = False) -> PairBatch:
         """The next ``n`` pairs of the seeded sequence."""

@@ -6,10 +6,11 @@ import argparse
 import sys
 
 from ..errors import InputError
-from . import align, demo, evaluate, synth
+from . import align, demo, evaluate, synth, train
 
 COMMANDS = {
     "synth": synth,
+    "train": train,
     "align": align,
     "evaluate": evaluate,
     "demo": demo,

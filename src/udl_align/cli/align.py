@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from ..aligners import CLASSICAL, make_aligner, run_aligner
+from ..aligners.network import NetworkAligner
 from ..errors import InputError
 from ..io import check_writable, read_pairs, write_estimates
 
@@ -14,8 +15,14 @@ from ..io import check_writable, read_pairs, write_estimates
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", required=True, help="pairs file (.npz)")
     parser.add_argument("--out", required=True, help="estimates to write (.csv)")
-    parser.add_argument("--method", required=True, choices=sorted(CLASSICAL),
-                        help="classical aligner")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--model", help="checkpoint from udl-align train, or 'default' (the "
+                     "shipped natural-image model)")
+    how.add_argument("--method", choices=sorted(CLASSICAL), help="classical aligner")
+    parser.add_argument("--refine", action="store_true",
+                        help="with --model: narrow exhaustive search around the network's angle")
+    parser.add_argument("--refine-span", type=float, default=4.0,
+                        help="half width of the --refine search, degrees (default 4)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="largest shift searched, px (default: the pairs file's max_shift, "
                         "else N/8)")
@@ -33,7 +40,9 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
     if args.lowpass is not None and args.lowpass < 0:
         raise InputError(f"--lowpass must be >= 0, got {args.lowpass}")
     options = {"max_shift": max_shift, "lowpass": args.lowpass or None, "device": args.device}
-    if args.method == "bruteforce":
+    if args.model:
+        options.update(refine=args.refine, refine_span=args.refine_span)
+    elif args.method == "bruteforce":
         if not 0 < args.angle_step <= 30:
             raise InputError(f"--angle-step must be in (0, 30], got {args.angle_step}")
         options["angle_step"] = args.angle_step
@@ -49,11 +58,14 @@ def main(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA device is available")
-    aligner = make_aligner(args.method, **aligner_options(args, max_shift))
+    if args.model:
+        aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
+    else:
+        aligner = make_aligner(args.method, **aligner_options(args, max_shift))
     est, seconds = run_aligner(aligner, pairs.a, pairs.b, batch_size=args.batch_size,
-                               progress=not args.quiet, desc=f"align {args.method}")
+                               progress=not args.quiet, desc=f"align {aligner.name}")
     write_estimates(args.out, est.angle, est.tx, est.ty,
                     extra={"score": est.score, "seconds": seconds})
-    print(f"aligned {pairs.n} pairs with {args.method} at {pairs.n / np.sum(seconds):.1f} "
+    print(f"aligned {pairs.n} pairs with {aligner.name} at {pairs.n / np.sum(seconds):.1f} "
           f"pairs/s; wrote {args.out}")
     return 0

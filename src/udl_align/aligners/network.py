@@ -1,0 +1,95 @@
+"""The UDL aligner: the network's angle (offset C removed), then the shared shift step, or with
+``refine`` the narrow exhaustive search around the network's angle at full resolution.
+
+The network sees each image resampled to its own input size (bilinear with antialiasing,
+standardised, masked: :func:`udl_align.training.prepare_input`); the shift and the refinement
+work on the original images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..models import AlignNet
+from .base import Aligner
+from .correlation import (
+    Estimate,
+    prepare_reference,
+    refine_prepared,
+    shift_step,
+    to_tensor,
+)
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = WEIGHTS / "natural_cpu.pt"
+
+
+def resolve_model_path(name: str | Path) -> Path:
+    """``default`` names the model shipped in the package; anything else is a path."""
+    if str(name) == "default":
+        if not DEFAULT_MODEL.exists():
+            raise InputError("the default model is not installed with this package",
+                             DEFAULT_MODEL)
+        return DEFAULT_MODEL
+    return Path(name)
+
+
+class NetworkAligner(Aligner):
+    name = "network"
+
+    def __init__(
+        self,
+        model: AlignNet,
+        offset: float = 0.0,
+        refine: bool = False,
+        refine_span: float = 4.0,
+        refine_step: float = 0.5,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model.to(self.device).eval()
+        self.offset = float(offset)
+        self.refine_enabled = bool(refine)
+        self.refine_span, self.refine_step = float(refine_span), float(refine_step)
+        self.name = "network+refine" if refine else "network"
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkAligner:
+        from ..training import load_checkpoint, model_from_checkpoint
+
+        path = resolve_model_path(path)
+        state = load_checkpoint(path)
+        offset = state.get("offset")
+        if offset is None:
+            raise InputError("checkpoint has no offset C: calibrate it first "
+                             "(udl-align train writes one at the end)", path)
+        return cls(model_from_checkpoint(state), offset=offset, **kwargs)
+
+    @torch.no_grad()
+    def network_angles(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        from ..training import predict_angles, prepare_input
+
+        size = self.model.cfg.size
+        raw = predict_angles(self.model, prepare_input(a, size), prepare_input(b, size))
+        return torch.remainder(raw - self.offset, 360.0)
+
+    @torch.no_grad()
+    def estimate(self, a, b) -> Estimate:
+        ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
+        if ta.shape != tb.shape:
+            raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+        angle = self.network_angles(ta, tb)
+        pa, pb = self.preprocess(ta), self.preprocess(tb)
+        s = self.shift_range(ta.shape[-1])
+        ref = prepare_reference(pb, s)
+        if self.refine_enabled:
+            out = refine_prepared(pa, pb, angle, self.refine_span, self.refine_step, s, ref)
+            return Estimate.from_tensors(*out)
+        tx, ty, score = shift_step(pa, pb, angle, s, ref)
+        return Estimate.from_tensors(angle, tx, ty, score)
+
+
+__all__ = ["NetworkAligner", "resolve_model_path", "DEFAULT_MODEL"]

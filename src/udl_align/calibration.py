@@ -1,0 +1,47 @@
+"""The constant offset C: a UDL network learns ``angle + C`` (only differences are trained).
+
+Label-free (``design.md``): since ``angle(a->b) = -angle(b->a)`` and
+``angle(a->b) + angle(b->c) + angle(c->a) = 0`` (mod 360),
+
+* antisymmetry: ``F(a, b) + F(b, a) = 2C``, known modulo 360, so C modulo 180;
+* cycles: ``F(a, b) + F(b, c) + F(c, a) = 3C``, so C modulo 120;
+
+and ``C = 3C - 2C`` modulo 360, unique. Each side is a circular mean over many pairs / triples of
+views of the same content (unlabelled). Labelled (the paper's way): the circular mean of
+``F(a, b) - angle`` over a few pairs with known angles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .geometry import circular_mean, wrap360
+from .models import AlignNet
+from .training import predict_angles, prepare_input
+
+
+def _prepared(model: AlignNet, images: np.ndarray) -> torch.Tensor:
+    return prepare_input(torch.as_tensor(np.asarray(images, np.float32)), model.cfg.size)
+
+
+def offset_label_free(model: AlignNet, views: np.ndarray) -> dict:
+    """C from groups of three unlabelled views of one content ``(n, 3, N, N)``.
+
+    Returns ``{"offset", "two_c", "three_c", "n"}`` (degrees).
+    """
+    v = [_prepared(model, views[:, j]) for j in range(3)]
+    ab = predict_angles(model, v[0], v[1]).numpy()
+    ba = predict_angles(model, v[1], v[0]).numpy()
+    bc = predict_angles(model, v[1], v[2]).numpy()
+    ca = predict_angles(model, v[2], v[0]).numpy()
+    two_c = float(circular_mean(ab + ba))
+    three_c = float(circular_mean(ab + bc + ca))
+    return {"offset": float(wrap360(three_c - two_c)), "two_c": two_c, "three_c": three_c,
+            "n": int(len(views))}
+
+
+def offset_labelled(model: AlignNet, a: np.ndarray, b: np.ndarray, angle: np.ndarray) -> dict:
+    """C from pairs with known angles: circular mean of ``F(a, b) - angle``."""
+    raw = predict_angles(model, _prepared(model, a), _prepared(model, b)).numpy()
+    return {"offset": float(circular_mean(raw - np.asarray(angle))), "n": int(len(a))}

@@ -1,0 +1,291 @@
+"""One plain training loop for the three objectives (``udl``, ``supervised``, ``stn``), with
+checkpoints that hold everything needed to resume or to align: the network's config and weights,
+the training config, optimiser, scheduler, random states, step, history and the offset C.
+
+Inputs to the network (:func:`prepare_input`): each image is resampled to the model's size
+(bilinear with antialiasing), standardised (zero mean, unit variance) and multiplied by the same
+soft circular mask, so empty rotated corners carry no angle.
+
+UDL batches (:func:`udl_batch`): each pair ``(I1, I2)`` is seen twice, as ``A`` and ``B``, each
+image turned by its own random angle (uniform on the circle) and shifted by up to
+``disturb_shift`` pixels, with the same resampling (bilinear, reflection padding, at the source
+resolution before the down-sampling) for both, so blur cannot tell ``A`` from ``B``. The two
+images of a pair never share a noise realisation (the generator adds noise to each). The target
+of ``F(A) - F(B)`` is ``(a2 - a1) - (b2 - b1)``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import geometry
+from .errors import InputError
+from .io import atomic_output, check_writable
+from .losses import angle_of, stn_loss, supervised_loss, udl_loss
+from .models import AlignNet, NetConfig, preset
+from .synth import NaturalPairSource
+
+CHECKPOINT_FORMAT = "udl-align-model/1"
+OBJECTIVES = ("udl", "supervised", "stn")
+
+
+@dataclass
+class TrainConfig:
+    objective: str = "udl"
+    preset: str = "cpu"
+    images: str = ""  # folder of photographs (the natural-image generator)
+    noise: str = "mix"
+    source_size: int = 128  # pairs are made at this size, then resampled to the model's
+    max_shift: int = 10
+    disturb_shift: float = 5.0  # UDL disturbance shift range (source pixels), as the authors
+    batch_size: int = 32
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_step: int = 12000  # lr x lr_gamma every lr_step steps (the paper's schedule)
+    lr_gamma: float = 0.8
+    steps: int = 1000
+    minutes: float | None = None
+    seed: int = 0
+    checkpoint_minutes: float = 3.0
+    val_pairs: int = 64
+    val_every: int = 100
+    calib_groups: int = 256  # unlabelled view triples for the label-free offset C
+    net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = set(cls.__dataclass_fields__)
+        clean = {k: tuple(v) if k == "betas" else v for k, v in d.items() if k in names}
+        return cls(**clean)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.as_tensor(geometry.soft_circular_mask(size, size / 2 - 1, edge=size / 16),
+                           device=device)
+
+
+def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None):
+    """``(B, S, S)`` -> ``(B, size, size)``: resample, standardise, mask (see module doc)."""
+    x = images[:, None] if images.dim() == 3 else images
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    x = x[:, 0]
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    mask = input_mask(size, x.device) if mask is None else mask
+    return (x - mean) / std * mask
+
+
+def disturb(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    return geometry.warp(images, angles, shifts[:, 0], shifts[:, 1], padding_mode="reflection")
+
+
+def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch.Generator):
+    """Two disturbed copies ``A``, ``B`` of each pair, and the target of ``F(A) - F(B)``."""
+    n = a.shape[0]
+    ang = torch.rand(4, n, generator=gen) * 360.0
+    shift = (torch.rand(4, n, 2, generator=gen) * 2.0 - 1.0) * disturb_shift
+    pair_a = (disturb(a, ang[0], shift[0]), disturb(b, ang[1], shift[1]))
+    pair_b = (disturb(a, ang[2], shift[2]), disturb(b, ang[3], shift[3]))
+    target = (ang[1] - ang[0]) - (ang[3] - ang[2])
+    return pair_a, pair_b, target
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise InputError(f"not a readable udl-align checkpoint: {type(exc).__name__}",
+                         path) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError("not a udl-align checkpoint (unknown format)", path)
+    return state
+
+
+def model_from_checkpoint(state: dict) -> AlignNet:
+    model = AlignNet(NetConfig.from_dict(state["net"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
+    """Raw network angles (degrees, offset C not removed) for already prepared inputs."""
+    was_training = model.training
+    model.eval()
+    out = [angle_of(model(a[i : i + batch], b[i : i + batch]), model.cfg.head)
+           for i in range(0, len(a), batch)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
+    """Mean and median error after removing the best constant offset (fitted on the labels
+    of this validation set: a diagnostic of learning, not a result), and that offset."""
+    raw = predict_angles(model, val["a"], val["b"]).numpy()
+    offset = float(geometry.circular_mean(raw - val["angle"]))
+    err = geometry.angle_error(raw - offset, val["angle"])
+    return float(err.mean()), float(np.median(err)), offset
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _source(cfg: TrainConfig, seed_offset: int, split: str) -> NaturalPairSource:
+    return NaturalPairSource(cfg.images, size=cfg.source_size, noise=cfg.noise,
+                             max_shift=cfg.max_shift, seed=cfg.seed + seed_offset, split=split)
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Train (or resume) and write checkpoints to ``out``; returns the final checkpoint."""
+    if cfg.objective not in OBJECTIVES:
+        raise InputError(f"unknown objective '{cfg.objective}' (expected one of "
+                         f"{', '.join(OBJECTIVES)})")
+    out = check_writable(out)
+    state = load_checkpoint(out) if resume and out.exists() else None
+    if resume and state is None:
+        log(f"{out} does not exist yet: starting a new run")
+    if state is not None:
+        cfg = TrainConfig.from_dict({**state["train"], "steps": cfg.steps,
+                                     "minutes": cfg.minutes})
+    net_cfg = preset(cfg.preset, **cfg.net)
+    if cfg.objective == "stn":
+        net_cfg.head = "rigid"
+    torch.manual_seed(cfg.seed)
+    model = AlignNet(net_cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    source = _source(cfg, 0, "train")
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    step, history, elapsed_before = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, history = state["step"], state["history"]
+        elapsed_before = state.get("train_seconds", 0.0)
+        source.rng.bit_generator.state = state["rng"]["pairs"]
+        source.noise_rng.bit_generator.state = state["rng"]["noise"]
+        gen.set_state(state["rng"]["torch"])
+        log(f"resuming {out} at step {step}")
+
+    # a fixed validation set from *training* photographs at other places (test stays unseen)
+    val_batch = _source(cfg, 10_000, "train").sample(cfg.val_pairs)
+    mask = input_mask(net_cfg.size)
+    val = {"a": prepare_input(torch.from_numpy(val_batch.a), net_cfg.size, mask),
+           "b": prepare_input(torch.from_numpy(val_batch.b), net_cfg.size, mask),
+           "angle": val_batch.angle}
+
+    def snapshot() -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "net": net_cfg.to_dict(), "train": cfg.to_dict(),
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "step": step, "history": history,
+            "train_seconds": elapsed_before + (time.time() - start),
+            "rng": {"pairs": source.rng.bit_generator.state,
+                    "noise": source.noise_rng.bit_generator.state, "torch": gen.get_state()},
+            "offset": None,
+        }
+
+    start = last_save = time.time()
+    deadline = start + cfg.minutes * 60 if cfg.minutes else None
+    total = None if deadline else cfg.steps
+    shift_scale = net_cfg.size / 8.0
+    model.train()
+    running = None
+    bar = tqdm(total=total, initial=step if total else 0, desc=f"train {cfg.objective}",
+               unit="step", disable=not progress)
+    while (deadline is None and step < cfg.steps) or (deadline and time.time() < deadline):
+        batch = source.sample(cfg.batch_size)
+        a, b = torch.from_numpy(batch.a), torch.from_numpy(batch.b)
+        if cfg.objective == "udl":
+            (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, gen)
+            prep = [prepare_input(x, net_cfg.size, mask) for x in (a1, b1, a2, b2)]
+            outs = model(torch.cat([prep[0], prep[2]]), torch.cat([prep[1], prep[3]]))
+            out_a, out_b = outs.chunk(2)
+            loss = udl_loss(out_a, out_b, target, net_cfg.head)
+        elif cfg.objective == "supervised":
+            pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)
+            loss = supervised_loss(model(pa, pb), torch.from_numpy(batch.angle).float(),
+                                   net_cfg.head)
+        else:
+            pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)
+            loss = stn_loss(model(pa, pb), pa, pb, mask, shift_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        if step % cfg.val_every == 0:
+            mean_err, median_err, _ = validation_error(model, val)
+            history.append({"step": step, "loss": running, "val_mean_deg": mean_err,
+                            "val_median_deg": median_err,
+                            "seconds": elapsed_before + time.time() - start})
+            bar.set_postfix(loss=f"{running:.2f}", val_mean=f"{mean_err:.1f}",
+                            val_median=f"{median_err:.1f}")
+        if time.time() - last_save > cfg.checkpoint_minutes * 60:
+            save_checkpoint(out, snapshot())
+            last_save = time.time()
+    bar.close()
+    final = snapshot()
+    final["offset"], final["offset_info"] = calibrate(model, cfg)
+    save_checkpoint(out, final)
+    return final
+
+
+def calibrate(model: AlignNet, cfg: TrainConfig) -> tuple[float, dict]:
+    """The offset C for a trained model: label-free for UDL (from unlabelled view triples of
+    training photographs), zero for the objectives trained against true angles."""
+    if cfg.objective != "udl":
+        return 0.0, {"method": f"none ({cfg.objective} learns the angle itself)"}
+    from .calibration import offset_label_free
+
+    views, _ = _source(cfg, 20_000, "train").sample_views(cfg.calib_groups, 3)
+    info = offset_label_free(model, views)
+    info["method"] = "label-free (antisymmetry + cycles)"
+    return info["offset"], info

@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from udl_align import geometry as g
+from udl_align.aligners import BruteForce
+from udl_align.losses import circular_distance, range_penalty, supervised_loss, udl_loss
+from udl_align.models import AlignNet, preset
+from udl_align.training import TrainConfig, load_checkpoint, prepare_input, train, udl_batch
+
+
+def test_circular_loss_is_periodic_and_zero_at_the_truth():
+    x = torch.tensor([10.0, 359.0, 180.0, -90.0])
+    assert torch.allclose(circular_distance(x, x), torch.zeros(4))
+    assert torch.allclose(circular_distance(x + 360.0, x), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(circular_distance(x - 720.0, x), torch.zeros(4), atol=1e-4)
+    assert circular_distance(torch.tensor(359.0), torch.tensor(1.0)) == pytest.approx(2.0)
+    assert circular_distance(torch.tensor(0.0), torch.tensor(180.0)) == pytest.approx(180.0)
+
+
+def test_range_penalty_is_zero_inside_and_grows_outside():
+    inside = torch.tensor([0.0, 0.5, 180.0, 359.9, 360.0])
+    assert torch.all(range_penalty(inside) == 0)
+    assert range_penalty(torch.tensor(-5.0)) == pytest.approx(5.0)
+    assert range_penalty(torch.tensor(370.0)) == pytest.approx(10.0)
+
+
+def test_udl_loss_is_zero_when_output_differences_match():
+    theta = torch.tensor([30.0, 200.0, 359.0])
+    c = 77.0  # any constant offset is invisible to the loss
+    target = torch.tensor([10.0, -100.0, 250.0])
+    out_a = torch.remainder(theta + c, 360.0)[:, None]
+    out_b = torch.remainder(theta + c - target, 360.0)[:, None]
+    assert udl_loss(out_a, out_b, target, "scalar").item() == pytest.approx(0.0, abs=1e-4)
+    vec = lambda d: torch.stack([torch.cos(torch.deg2rad(d)), torch.sin(torch.deg2rad(d))], 1)  # noqa: E731
+    assert udl_loss(vec(theta + c), vec(theta + c - target), target, "vector").item() == \
+        pytest.approx(0.0, abs=1e-3)
+    assert supervised_loss(vec(theta), theta, "vector").item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_udl_pseudo_label_matches_the_true_angle_difference(photo):
+    """The target of F(A) - F(B) built by udl_batch equals what exhaustive search measures."""
+    from conftest import cut_pair
+
+    a, b = cut_pair(photo, 260, 250, (40.0, 3.0, -2.0))
+    ta, tb = torch.from_numpy(a)[None], torch.from_numpy(b)[None]
+    gen = torch.Generator().manual_seed(0)
+    (a1, b1), (a2, b2), target = udl_batch(ta, tb, 5.0, gen)
+    bf = BruteForce(max_shift=20)
+    theta_a = bf.estimate(a1.numpy(), b1.numpy()).angle[0]
+    theta_b = bf.estimate(a2.numpy(), b2.numpy()).angle[0]
+    assert g.angle_error(theta_a - theta_b, target.item()) < 1.0
+
+
+def test_prepare_input_resamples_standardises_and_masks():
+    x = torch.rand(3, 128, 128) * 5 + 2
+    out = prepare_input(x, 64)
+    assert out.shape == (3, 64, 64)
+    assert out[:, 0, 0].abs().max() == 0  # corners masked
+    centre = out[:, 24:40, 24:40]
+    assert centre.std() == pytest.approx(1.0, rel=0.3)
+
+
+def test_presets_build_and_run():
+    for name in ("cpu", "paper"):
+        cfg = preset(name)
+        net = AlignNet(cfg)
+        x = torch.randn(2, cfg.size, cfg.size)
+        out = net(x, x)
+        assert out.shape == (2, 1 if cfg.head == "scalar" else 2)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    from conftest import grey
+
+    folder = tmp_path_factory.mktemp("train_photos")
+    for name in ("astronaut", "camera", "coffee", "chelsea"):
+        Image.fromarray((grey(name) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+def tiny_config(photo_dir, steps):
+    return TrainConfig(images=str(photo_dir), steps=steps, batch_size=4, val_pairs=8,
+                       val_every=2, calib_groups=8, noise="gaussian:0.5",
+                       net={"size": 32, "channels": [8, 8, 16, 16], "fc": [32, 32],
+                            "match_channels": [8, 8], "mask_channels": [4]})
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(photo_dir, tmp_path):
+    straight = train(tiny_config(photo_dir, 4), tmp_path / "a.pt", progress=False)
+    train(tiny_config(photo_dir, 2), tmp_path / "b.pt", progress=False)
+    resumed = train(tiny_config(photo_dir, 4), tmp_path / "b.pt", resume=True, progress=False)
+    assert resumed["step"] == straight["step"] == 4
+    for k, v in straight["model"].items():
+        assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-5), k
+    state = load_checkpoint(tmp_path / "b.pt")
+    assert state["net"]["size"] == 32 and state["offset"] is not None
+    assert state["train"]["objective"] == "udl" and len(state["history"]) == 2
+
+
+def test_train_align_evaluate_from_the_command_line(photo_dir, tmp_path, capsys):
+    from udl_align.cli import main
+
+    model = tmp_path / "m.pt"
+    pairs = tmp_path / "p.npz"
+    assert main(["train", "--data", str(photo_dir), "--out", str(model), "--steps", "2",
+                 "--batch-size", "4", "--quiet"]) == 0
+    assert main(["synth", "natural", "--images", str(photo_dir), "--out", str(pairs), "--n", "4",
+                 "--quiet"]) == 0
+    for extra in ([], ["--refine"]):
+        est = tmp_path / f"e{len(extra)}.csv"
+        assert main(["align", "--pairs", str(pairs), "--model", str(model), "--out", str(est),
+                     "--quiet", *extra]) == 0
+        assert main(["evaluate", "--pairs", str(pairs), "--estimates", str(est)]) == 0
+    assert main(["train", "--data", str(photo_dir), "--out", str(model), "--steps", "3",
+                 "--batch-size", "4", "--quiet", "--resume", "--calibrate-with", str(pairs)]) == 0
+    state = load_checkpoint(model)
+    assert state["step"] == 3 and state["offset_info"]["method"].startswith("labelled")
+    out = capsys.readouterr().out
+    assert "offset C" in out and "network+refine" in out
+
+
+def test_bad_model_files_give_one_line(tmp_path, capsys):
+    from udl_align.cli import main
+
+    pairs = tmp_path / "p.npz"
+    np.savez(pairs, a=np.zeros((1, 32, 32), np.float32), b=np.zeros((1, 32, 32), np.float32))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00garbage")
+    for model, phrase in ((junk, "not a readable udl-align checkpoint"),
+                          (tmp_path / "none.pt", "no such file")):
+        assert main(["align", "--pairs", str(pairs), "--model", str(model), "--out",
+                     str(tmp_path / "e.csv")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and phrase in err[0]
+    assert not (tmp_path / "e.csv").exists()
