@@ -145,3 +145,14 @@ def test_cuda_matches_cpu(textured_pairs):
     cpu = BruteForce(max_shift=10).estimate(a, b)
     gpu = BruteForce(max_shift=10, device="cuda").estimate(a, b)
     assert g.angle_error(cpu.angle, gpu.angle).max() < 0.05
+
+
+def test_window_search_around_a_rough_angle(textured_pairs):
+    """The search restricted to centre +- half_width (how a network's angle is refined)."""
+    a, b, truth = textured_pairs
+    bf = BruteForce(max_shift=10)
+    pa, pb = bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b))
+    rough = torch.tensor(truth[:, 0] + np.array([9.0, -12.0, 4.0, -1.0, 13.5, 0.0, -7.0, 11.0]))
+    est = bf.search(pa, pb, centre=rough.float(), half_width=15.0)
+    ang, shift = errors(est, truth)
+    assert ang.max() < 0.5 and shift.max() < 0.5

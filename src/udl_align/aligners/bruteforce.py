@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import geometry
 from .base import Aligner
 from .correlation import (
     Estimate,
@@ -42,19 +43,42 @@ class BruteForce(Aligner):
         self.candidates = int(candidates)
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
+        return self.search(a, b)
+
+    def search(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        centre: torch.Tensor | None = None,
+        half_width: float = 180.0,
+    ) -> Estimate:
+        """The search on pre-processed images: the whole circle, or ``centre +- half_width``
+        per pair (``centre`` ``(B,)`` degrees; how a network's angle is refined)."""
         n = a.shape[-1]
         s = self.shift_range(n)
         crop = self.search_size and self.search_size < n and n % 2 == 0
         m = int(self.search_size) // 2 * 2 if crop else n
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, s * m / n)
-        k = int(round(360.0 / self.angle_step))
-        grid = torch.arange(k, device=a.device, dtype=a.dtype) * (360.0 / k)
+        step = self.angle_step
+        if centre is None or half_width >= 180.0:
+            k = int(round(360.0 / step))
+            step = 360.0 / k
+            grid = torch.arange(k, device=a.device, dtype=a.dtype) * step
+            base = torch.zeros(a.shape[0], device=a.device, dtype=a.dtype)
+            circular = True
+        else:
+            # turn each a to its centre once, then one shared grid of offsets for the batch
+            k = int(round(half_width / step))
+            grid = torch.arange(-k, k + 1, device=a.device, dtype=a.dtype) * step
+            base = centre.to(a.dtype)
+            sa = geometry.warp(sa, base, mode="bicubic")
+            circular = False
         scores, _, _ = score_angles(sa, ref, grid, chunk=self.chunk)
         # the best few coarse peaks all go to full resolution: at low SNR the down-sampled
         # search sometimes ranks the right basin second
-        starts = grid[top_peaks(scores, self.candidates)]
+        starts = base[:, None] + grid[top_peaks(scores, self.candidates, circular)]
         # +-2 grid steps: the coarse, down-sampled score can be a step off (interpolation blur
         # that changes with the angle biases it where the image has power near Nyquist)
-        out = refine_prepared(a, b, starts, 2.0 * 360.0 / k, self.refine_step, s)
+        out = refine_prepared(a, b, starts, 2.0 * step, self.refine_step, s)
         return Estimate.from_tensors(*out)

@@ -240,10 +240,13 @@ def score_angles(
     return tuple(torch.cat(v, dim=1) for v in out)  # type: ignore[return-value]
 
 
-def top_peaks(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices ``(B, count)`` of the highest local maxima of circular score rows ``(B, K)``
-    (a local maximum is at least its two neighbours; plateaus may give neighbours twice)."""
+def top_peaks(scores: torch.Tensor, count: int, circular: bool = True) -> torch.Tensor:
+    """Indices ``(B, count)`` of the highest local maxima of score rows ``(B, K)`` (a local
+    maximum is at least its two neighbours; plateaus may give neighbours twice). Not
+    ``circular``: the row's ends count as peaks when they beat their one neighbour."""
     left, right = scores.roll(1, dims=1), scores.roll(-1, dims=1)
+    if not circular:
+        left[:, 0], right[:, -1] = -torch.inf, -torch.inf
     is_peak = (scores >= left) & (scores >= right)
     masked = torch.where(is_peak, scores, torch.full_like(scores, -torch.inf))
     return masked.topk(min(count, scores.shape[1]), dim=1).indices

@@ -15,13 +15,8 @@ import torch
 from ..errors import InputError
 from ..models import AlignNet
 from .base import Aligner
-from .correlation import (
-    Estimate,
-    prepare_reference,
-    refine_prepared,
-    shift_step,
-    to_tensor,
-)
+from .bruteforce import BruteForce
+from .correlation import Estimate, prepare_reference, shift_step, to_tensor
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = WEIGHTS / "natural_cpu.pt"
@@ -45,16 +40,19 @@ class NetworkAligner(Aligner):
         model: AlignNet,
         offset: float = 0.0,
         refine: bool = False,
-        refine_span: float = 4.0,
-        refine_step: float = 0.5,
+        refine_span: float = 15.0,
+        device: str | torch.device = "cpu",
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(device=device, **kwargs)
         self.model = model.to(self.device).eval()
         self.offset = float(offset)
         self.refine_enabled = bool(refine)
-        self.refine_span, self.refine_step = float(refine_span), float(refine_step)
+        self.refine_span = float(refine_span)
         self.name = "network+refine" if refine else "network"
+        # the refinement is the exhaustive search restricted to a window around the network
+        self.search = BruteForce(max_shift=self.max_shift, lowpass=self.preprocess.lowpass,
+                                 device=device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkAligner:
@@ -84,11 +82,9 @@ class NetworkAligner(Aligner):
         angle = self.network_angles(ta, tb)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
-        ref = prepare_reference(pb, s)
         if self.refine_enabled:
-            out = refine_prepared(pa, pb, angle, self.refine_span, self.refine_step, s, ref)
-            return Estimate.from_tensors(*out)
-        tx, ty, score = shift_step(pa, pb, angle, s, ref)
+            return self.search.search(pa, pb, centre=angle, half_width=self.refine_span)
+        tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s))
         return Estimate.from_tensors(angle, tx, ty, score)
 
 

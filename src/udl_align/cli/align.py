@@ -21,8 +21,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--method", choices=sorted(CLASSICAL), help="classical aligner")
     parser.add_argument("--refine", action="store_true",
                         help="with --model: narrow exhaustive search around the network's angle")
-    parser.add_argument("--refine-span", type=float, default=4.0,
-                        help="half width of the --refine search, degrees (default 4)")
+    parser.add_argument("--refine-span", type=float, default=15.0,
+                        help="half width of the --refine search around the network's angle, "
+                        "degrees (default 15)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="largest shift searched, px (default: the pairs file's max_shift, "
                         "else N/8)")
