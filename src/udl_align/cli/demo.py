@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import geometry
 from ..aligners import CLASSICAL, make_aligner
+from ..aligners.network import DEFAULT_MODEL, NetworkAligner
 from ..compare import (
     compare_on_photographs,
     comparison_table,
@@ -74,7 +75,12 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--n must be at least 1, got {args.n}")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    methods = {name: make_aligner(name, max_shift=10) for name in CLASSICAL}
+    methods = {}
+    if DEFAULT_MODEL.exists():  # the shipped network, alone and with its refinement
+        for refine in (False, True):
+            net = NetworkAligner.from_checkpoint("default", max_shift=10, refine=refine)
+            methods[net.name] = net
+    methods.update({name: make_aligner(name, max_shift=10) for name in CLASSICAL})
     report = compare_on_photographs(
         demo_photographs(), methods, DEMO_CONDITIONS, n=args.n, seed=args.seed,
         progress=not args.quiet, keep_pairs=True,
