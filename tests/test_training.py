@@ -98,6 +98,15 @@ def test_resume_ends_where_an_uninterrupted_run_ends(photo_dir, tmp_path):
     state = load_checkpoint(tmp_path / "b.pt")
     assert state["net"]["size"] == 32 and state["offset"] is not None
     assert state["train"]["objective"] == "udl" and len(state["history"]) == 2
+    # an exported (inference-only) model aligns but refuses to resume
+    from udl_align.aligners.network import NetworkAligner
+    from udl_align.errors import InputError
+    from udl_align.training import export_for_inference, save_checkpoint
+
+    save_checkpoint(tmp_path / "x.pt", export_for_inference(state))
+    assert NetworkAligner.from_checkpoint(tmp_path / "x.pt").offset == state["offset"]
+    with pytest.raises(InputError, match="cannot be resumed"):
+        train(tiny_config(photo_dir, 5), tmp_path / "x.pt", resume=True, progress=False)
 
 
 def test_train_align_evaluate_from_the_command_line(photo_dir, tmp_path, capsys):

@@ -132,6 +132,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def export_for_inference(state: dict) -> dict:
+    """A checkpoint without optimiser, scheduler and random states: what ``align`` needs (the
+    config, weights, offset C) plus the record of how it was trained. Cannot be resumed."""
+    keep = ("format", "net", "train", "model", "step", "history", "train_seconds", "offset",
+            "offset_info")
+    return {k: state[k] for k in keep if k in state}
+
+
 def model_from_checkpoint(state: dict) -> AlignNet:
     model = AlignNet(NetConfig.from_dict(state["net"]))
     model.load_state_dict(state["model"])
@@ -179,13 +187,22 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    make_source=None,
 ) -> dict:
-    """Train (or resume) and write checkpoints to ``out``; returns the final checkpoint."""
+    """Train (or resume) and write checkpoints to ``out``; returns the final checkpoint.
+
+    ``make_source(cfg, seed_offset)`` builds the pair source (default: photographs of
+    ``cfg.images``, train split); any object with ``sample(n) -> PairBatch``,
+    ``sample_views(n, k)`` and numpy generators ``rng`` and ``noise_rng`` will do.
+    """
+    make_source = make_source or (lambda c, offset: _source(c, offset, "train"))
     if cfg.objective not in OBJECTIVES:
         raise InputError(f"unknown objective '{cfg.objective}' (expected one of "
                          f"{', '.join(OBJECTIVES)})")
     out = check_writable(out)
     state = load_checkpoint(out) if resume and out.exists() else None
+    if state is not None and "optimizer" not in state:
+        raise InputError("is an exported model (no optimiser state): it cannot be resumed", out)
     if resume and state is None:
         log(f"{out} does not exist yet: starting a new run")
     if state is not None:
@@ -198,7 +215,7 @@ def train(
     model = AlignNet(net_cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    source = _source(cfg, 0, "train")
+    source = make_source(cfg, 0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step, history, elapsed_before = 0, [], 0.0
     if state is not None:
@@ -213,7 +230,7 @@ def train(
         log(f"resuming {out} at step {step}")
 
     # a fixed validation set from *training* photographs at other places (test stays unseen)
-    val_batch = _source(cfg, 10_000, "train").sample(cfg.val_pairs)
+    val_batch = make_source(cfg, 10_000).sample(cfg.val_pairs)
     mask = input_mask(net_cfg.size)
     val = {"a": prepare_input(torch.from_numpy(val_batch.a), net_cfg.size, mask),
            "b": prepare_input(torch.from_numpy(val_batch.b), net_cfg.size, mask),
@@ -273,19 +290,19 @@ def train(
             last_save = time.time()
     bar.close()
     final = snapshot()
-    final["offset"], final["offset_info"] = calibrate(model, cfg)
+    final["offset"], final["offset_info"] = calibrate(model, cfg, make_source(cfg, 20_000))
     save_checkpoint(out, final)
     return final
 
 
-def calibrate(model: AlignNet, cfg: TrainConfig) -> tuple[float, dict]:
+def calibrate(model: AlignNet, cfg: TrainConfig, source) -> tuple[float, dict]:
     """The offset C for a trained model: label-free for UDL (from unlabelled view triples of
     training photographs), zero for the objectives trained against true angles."""
     if cfg.objective != "udl":
         return 0.0, {"method": f"none ({cfg.objective} learns the angle itself)"}
     from .calibration import offset_label_free
 
-    views, _ = _source(cfg, 20_000, "train").sample_views(cfg.calib_groups, 3)
+    views, _ = source.sample_views(cfg.calib_groups, 3)
     info = offset_label_free(model, views)
     info["method"] = "label-free (antisymmetry + cycles)"
     return info["offset"], info

@@ -41,6 +41,7 @@ class NetworkAligner(Aligner):
         offset: float = 0.0,
         refine: bool = False,
         refine_span: float = 15.0,
+        candidates: int = 1,
         device: str | torch.device = "cpu",
         **kwargs,
     ) -> None:
@@ -51,8 +52,10 @@ class NetworkAligner(Aligner):
         self.refine_span = float(refine_span)
         self.name = "network+refine" if refine else "network"
         # the refinement is the exhaustive search restricted to a window around the network
+        # (one coarse candidate: inside a narrow window the runner-up basins that the full
+        # circle needs are rare, and each candidate costs a full-resolution search)
         self.search = BruteForce(max_shift=self.max_shift, lowpass=self.preprocess.lowpass,
-                                 device=device)
+                                 device=device, candidates=candidates)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkAligner:
