@@ -51,9 +51,12 @@ class BruteForce(Aligner):
         b: torch.Tensor,
         centre: torch.Tensor | None = None,
         half_width: float = 180.0,
+        widen: bool = True,
     ) -> Estimate:
         """The search on pre-processed images: the whole circle, or ``centre +- half_width``
-        per pair (``centre`` ``(B,)`` degrees; how a network's angle is refined)."""
+        per pair (``centre`` ``(B,)`` degrees; how a network's angle is refined). With
+        ``widen``, pairs whose best windowed angle sits at the window's edge are searched over
+        the whole circle."""
         n = a.shape[-1]
         s = self.shift_range(n)
         crop = self.search_size and self.search_size < n and n % 2 == 0
@@ -75,6 +78,17 @@ class BruteForce(Aligner):
             sa = geometry.warp(sa, base, mode="bicubic")
             circular = False
         scores, _, _ = score_angles(sa, ref, grid, chunk=self.chunk)
+        if not circular and widen:
+            # the refinement judges itself: a best angle at the window's edge means the true
+            # one may lie outside, so those pairs get the full circle instead
+            best = scores.argmax(dim=1)
+            edge = (best <= 1) | (best >= grid.shape[0] - 2)
+            if edge.all():
+                return self.search(a, b)
+            if edge.any():
+                inner = self.search(a[~edge], b[~edge], centre[~edge], half_width, widen=False)
+                outer = self.search(a[edge], b[edge])
+                return Estimate.merge(~edge.cpu().numpy(), inner, outer)
         # the best few coarse peaks all go to full resolution: at low SNR the down-sampled
         # search sometimes ranks the right basin second
         starts = base[:, None] + grid[top_peaks(scores, self.candidates, circular)]

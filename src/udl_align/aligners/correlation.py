@@ -287,6 +287,16 @@ class Estimate:
         return cls(geometry.wrap360(arr(angle)), arr(tx), arr(ty), arr(score))
 
     @classmethod
+    def merge(cls, take_first: np.ndarray, first: Estimate, second: Estimate) -> Estimate:
+        """Rows of ``first`` where ``take_first``, of ``second`` elsewhere, in order."""
+        out = []
+        for f in ("angle", "tx", "ty", "score"):
+            v = np.empty(len(take_first))
+            v[take_first], v[~take_first] = getattr(first, f), getattr(second, f)
+            out.append(v)
+        return cls(*out)
+
+    @classmethod
     def concat(cls, parts: list[Estimate]) -> Estimate:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("angle", "tx", "ty", "score")))
