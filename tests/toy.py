@@ -21,7 +21,8 @@ class ToySource:
 
     def _params(self):
         r = self.size / 5
-        return [(self.rng.uniform(-r, r, 2), self.rng.uniform(1.0, 3.5, 2),
+        scale = self.size / 32
+        return [(self.rng.uniform(-r, r, 2), self.rng.uniform(1.0, 3.5, 2) * scale,
                  self.rng.uniform(0, 180), self.rng.uniform(0.5, 1.5) * self.rng.choice([-1, 1]))
                 for _ in range(self.blobs)]
 
