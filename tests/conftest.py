@@ -25,9 +25,10 @@ def photo() -> np.ndarray:
 def cut_pair(image: np.ndarray, cy: int, cx: int, t, n: int = 128):
     """``a``: the patch at (cy, cx); ``b``: the same patch of the whole image transformed by t
     about the patch centre (real content in the corners), so ``apply(a, t) ~ b``."""
-    big = image[cy - n : cy + n, cx - n : cx + n]
-    b = geometry.apply(big, t)[n // 2 : n // 2 + n, n // 2 : n // 2 + n]
-    return big[n // 2 : n // 2 + n, n // 2 : n // 2 + n].copy(), b
+    big = image[cy - n : cy + n, cx - n : cx + n]  # its centre pixel is (n, n)
+    lo = n - n // 2  # so the crop's centre pixel n // 2 is big's centre, for odd n too
+    b = geometry.apply(big, t)[lo : lo + n, lo : lo + n]
+    return big[lo : lo + n, lo : lo + n].copy(), b
 
 
 @pytest.fixture(scope="session")

@@ -169,3 +169,13 @@ def test_window_search_widens_when_the_start_is_far_off(textured_pairs):
     assert (errors(est, truth)[0] < 0.5).sum() >= 4
     stuck = bf.search(pa, pb, centre=far, half_width=15.0, widen=False)
     assert errors(stuck, truth)[0].min() > 20.0
+
+
+@pytest.mark.parametrize("n", [63, 48])
+def test_odd_and_small_sizes(photo, n):
+    from conftest import cut_pair
+
+    a, b = cut_pair(photo, 250, 250, (123.0, 2.0, -3.0), n=n)
+    est = BruteForce(max_shift=5).estimate(a, b)
+    assert g.angle_error(est.angle[0], 123.0) < 0.5
+    assert abs(est.tx[0] - 2.0) < 0.5 and abs(est.ty[0] + 3.0) < 0.5
