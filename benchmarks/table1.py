@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         methods, trained = {}, {}
         for objective in args.objectives:
             path = Path(given.get(objective, out / f"{objective}_cpu.pt"))
-            if objective not in given:
+            if objective not in given and not path.exists():  # reruns reuse trained models
                 cfg = TrainConfig(objective=objective, images=args.images,
                                   minutes=args.train_minutes)
-                train(cfg, path, resume=True)
+                train(cfg, path)
             state = load_checkpoint(path)
             trained[objective] = {"path": str(path), "steps": state["step"],
                                   "minutes": state["train_seconds"] / 60,

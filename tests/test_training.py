@@ -145,3 +145,11 @@ def test_bad_model_files_give_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and phrase in err[0]
     assert not (tmp_path / "e.csv").exists()
+
+
+def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):
+    train(tiny_config(photo_dir, 2), tmp_path / "c.pt", progress=False)
+    cfg = tiny_config(photo_dir, 3)
+    cfg.steps = None  # what `udl-align train --resume` passes when --steps is not given
+    state = train(cfg, tmp_path / "c.pt", resume=True, progress=False)
+    assert state["step"] == 2  # the saved budget (2) is kept, not a default of 1000

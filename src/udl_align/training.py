@@ -51,7 +51,7 @@ class TrainConfig:
     eps: float = 1e-8
     lr_step: int = 12000  # lr x lr_gamma every lr_step steps (the paper's schedule)
     lr_gamma: float = 0.8
-    steps: int = 1000
+    steps: int | None = 1000  # None on resume: keep the run's saved budget
     minutes: float | None = None
     seed: int = 0
     checkpoint_minutes: float = 3.0
@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise InputError("no such file", path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
     except Exception as exc:  # torch raises many types for a bad file
         raise InputError(f"not a readable udl-align checkpoint: {type(exc).__name__}",
                          path) from None
@@ -205,9 +205,14 @@ def train(
         raise InputError("is an exported model (no optimiser state): it cannot be resumed", out)
     if resume and state is None:
         log(f"{out} does not exist yet: starting a new run")
+    if state is None and cfg.steps is None:
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": 1000})
     if state is not None:
-        cfg = TrainConfig.from_dict({**state["train"], "steps": cfg.steps,
-                                     "minutes": cfg.minutes})
+        # the saved config, except a step budget or a time budget given for this call
+        # (``steps=None`` keeps the saved step budget; ``minutes`` is time for this call)
+        saved = state["train"]
+        cfg = TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
+                                     else cfg.steps, "minutes": cfg.minutes})
     net_cfg = preset(cfg.preset, **cfg.net)
     if cfg.objective == "stn":
         net_cfg.head = "rigid"

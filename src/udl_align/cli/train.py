@@ -44,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
     cfg = TrainConfig(objective=args.objective, preset=args.preset, images=args.data,
                       noise=args.noise, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      steps=args.steps if args.steps is not None else 1000,
+                      steps=args.steps if args.steps is not None
+                      else (None if args.resume else 1000),
                       minutes=args.minutes)
     state = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if calib is not None:
