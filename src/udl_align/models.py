@@ -12,7 +12,7 @@ Every setting lives in :class:`NetConfig`, which is stored in the checkpoint bes
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -149,7 +149,7 @@ def normalised_correlation(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
 
 
 class AlignNet(nn.Module):
-    """``forward(a, b)``: the raw head output; :meth:`angle` reads it as degrees."""
+    """``forward(a, b)``: the raw head output (``losses.angle_of`` reads it as degrees)."""
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
@@ -189,19 +189,9 @@ class AlignNet(nn.Module):
         ba = self.match(normalised_correlation(fb, fa))
         return self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
 
-    @staticmethod
-    def read_angle(out: torch.Tensor, head: str) -> torch.Tensor:
-        """Degrees from a head output (not wrapped for ``scalar``: the range penalty needs it)."""
-        if head == "scalar":
-            return out[:, 0]
-        return torch.rad2deg(torch.atan2(out[:, 1], out[:, 0]))
-
-    def angle(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.remainder(self.read_angle(self(a, b), self.cfg.head), 360.0)
-
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NetConfig", "PRESETS", "preset", "AlignNet", "count_parameters", "field"]
+__all__ = ["NetConfig", "PRESETS", "preset", "AlignNet", "count_parameters"]

@@ -181,14 +181,20 @@ class NaturalPairSource:
         (a, b), ((angle, tx, ty),), name = self._views(2)
         return a, b, angle, tx, ty, name
 
+    def _draw_conditions(self, n: int) -> np.ndarray:
+        """One noise condition per group (no draw with a single condition, which keeps
+        single-condition streams as they were)."""
+        if len(self.noises) == 1:
+            return np.zeros(n, int)
+        return self.noise_rng.integers(len(self.noises), size=n)
+
     def sample_views(self, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
         """``n`` groups of ``k`` noisy views of one spot ``(n, k, N, N)`` and each view's true
         transform from view 0 ``(n, k, 3)`` (for label-free calibration and its checks)."""
         groups = [self._views(k) for _ in range(n)]
         clean = np.stack([np.stack(g[0]) for g in groups])
         truth = np.array([[(0.0, 0.0, 0.0), *g[1]] for g in groups])
-        which = (self.noise_rng.integers(len(self.noises), size=n) if len(self.noises) > 1
-                 else np.zeros(n, int))
+        which = self._draw_conditions(n)
         views = np.stack([add_mixed(self.noises, clean[:, j], which, self.noise_rng)
                           for j in range(k)], axis=1)
         return views, truth
@@ -199,8 +205,7 @@ class NaturalPairSource:
         clean_a = np.stack([it[0] for it in items])
         clean_b = np.stack([it[1] for it in items])
         # both images of a pair share the condition, never the realisation
-        which = (self.noise_rng.integers(len(self.noises), size=n) if len(self.noises) > 1
-                 else np.zeros(n, int))
+        which = self._draw_conditions(n)
         return PairBatch(
             a=add_mixed(self.noises, clean_a, which, self.noise_rng),
             b=add_mixed(self.noises, clean_b, which, self.noise_rng),
