@@ -12,18 +12,25 @@ from udl_align.synth import PairBatch
 
 class ToySource:
     def __init__(self, size: int = 32, noise: str = "clean", seed: int = 0,
-                 signal: bool = True, blobs: int = 3, max_shift: int = 2) -> None:
+                 signal: bool = True, blobs: int = 3, max_shift: int = 2,
+                 patterns: int | None = None) -> None:
+        """``patterns``: draw the pictures from this many fixed blob layouts (the easiest
+        family: a network can learn each layout's orientation); ``None``: a new layout for
+        every pair."""
         self.size, self.signal, self.blobs, self.max_shift = size, signal, blobs, max_shift
         self.noise = parse_noise(noise)
         self.rng = np.random.default_rng([seed, 0])
         self.noise_rng = np.random.default_rng([seed, 1])
         self.yy, self.xx = geometry.centred_grid(size)
+        layouts = np.random.default_rng([seed if patterns is None else 0, 2])
+        self.layouts = [self._params(layouts) for _ in range(patterns or 0)]
 
-    def _params(self):
+    def _params(self, rng=None):
+        rng = self.rng if rng is None else rng
         r = self.size / 5
         scale = self.size / 32
-        return [(self.rng.uniform(-r, r, 2), self.rng.uniform(1.0, 3.5, 2) * scale,
-                 self.rng.uniform(0, 180), self.rng.uniform(0.5, 1.5) * self.rng.choice([-1, 1]))
+        return [(rng.uniform(-r, r, 2), rng.uniform(1.0, 3.5, 2) * scale,
+                 rng.uniform(0, 180), rng.uniform(0.5, 1.5) * rng.choice([-1, 1]))
                 for _ in range(self.blobs)]
 
     def _render(self, params, t) -> np.ndarray:
@@ -44,7 +51,8 @@ class ToySource:
         return img.astype(np.float32)
 
     def _group(self, k: int):
-        params = self._params()
+        params = (self.layouts[self.rng.integers(len(self.layouts))] if self.layouts
+                  else self._params())
         ts = [(0.0, 0.0, 0.0)] + [
             (self.rng.uniform(0, 360), *self.rng.integers(-self.max_shift, self.max_shift + 1, 2))
             for _ in range(k - 1)]
