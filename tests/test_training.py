@@ -208,3 +208,28 @@ def test_udl_does_not_learn_from_pure_noise(tmp_path):
     loss towards zero would come from a shortcut (resampling, masks, shared noise)."""
     state, _ = toy_train(tmp_path, signal=False)
     assert state["history"][-1]["loss"] > 70.0  # a circular distance to random targets: ~90
+
+
+def test_train_from_a_pairs_file_and_fine_tune(photo_dir, tmp_path, capsys):
+    from udl_align.cli import main
+
+    pairs, unlabelled = tmp_path / "p.npz", tmp_path / "u.npz"
+    assert main(["synth", "natural", "--images", str(photo_dir), "--out", str(pairs), "--n",
+                 "24", "--size", "64", "--quiet"]) == 0
+    with np.load(pairs) as f:
+        np.savez(unlabelled, a=f["a"], b=f["b"])
+    first, tuned = tmp_path / "m.pt", tmp_path / "t.pt"
+    common = ["--steps", "2", "--batch-size", "4", "--val-every", "1", "--quiet"]
+    assert main(["train", "--data", str(unlabelled), "--out", str(first), *common]) == 0
+    state = load_checkpoint(first)
+    assert state["step"] == 2 and "val_mean_deg" not in state["history"][-1]
+    assert main(["train", "--data", str(pairs), "--out", str(tuned), "--init", str(first),
+                 "--preset", "paper", *common]) == 0
+    fine = load_checkpoint(tuned)
+    assert fine["net"] == state["net"] and fine["train"]["init"] == str(first)  # not "paper"
+    assert "val_mean_deg" in fine["history"][-1]
+    capsys.readouterr()
+    assert main(["train", "--data", str(unlabelled), "--out", str(tmp_path / "s.pt"),
+                 "--objective", "supervised", *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no true angles" in err[0] and not (tmp_path / "s.pt").exists()

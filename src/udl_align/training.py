@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 from . import geometry
 from .errors import InputError
-from .io import atomic_output, check_writable
+from .io import atomic_output, check_writable, read_pairs
 from .losses import angle_of, stn_loss, supervised_loss, udl_loss
 from .models import AlignNet, NetConfig, preset
-from .synth import NaturalPairSource
+from .synth import NaturalPairSource, PairFileSource
 
 CHECKPOINT_FORMAT = "udl-align-model/1"
 OBJECTIVES = ("udl", "supervised", "stn")
@@ -40,7 +40,8 @@ OBJECTIVES = ("udl", "supervised", "stn")
 class TrainConfig:
     objective: str = "udl"
     preset: str = "cpu"
-    images: str = ""  # folder of photographs (the natural-image generator)
+    images: str = ""  # folder of photographs (the natural-image generator) or a pairs .npz
+    init: str = ""  # checkpoint whose weights (and network config) start the run: fine-tuning
     noise: str = "mix"
     source_size: int = 128  # pairs are made at this size, then resampled to the model's
     max_shift: int = 10
@@ -176,9 +177,36 @@ def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _source(cfg: TrainConfig, seed_offset: int, split: str) -> NaturalPairSource:
-    return NaturalPairSource(cfg.images, size=cfg.source_size, noise=cfg.noise,
-                             max_shift=cfg.max_shift, seed=cfg.seed + seed_offset, split=split)
+VALIDATION = 10_000  # seed offsets of the validation and calibration sources
+CALIBRATION = 20_000
+
+
+def default_sources(cfg: TrainConfig):
+    """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
+    split; new pairs at every step) or the pairs of a ``.npz`` (a tenth held for validation)."""
+    path = Path(cfg.images)
+    if path.suffix.lower() != ".npz":
+        return lambda c, offset: NaturalPairSource(
+            c.images, size=c.source_size, noise=c.noise, max_shift=c.max_shift,
+            seed=c.seed + offset, split="train")
+    pairs = read_pairs(path)
+    if cfg.objective == "supervised" and not pairs.has_truth:
+        raise InputError("has no true angles: supervised training needs them", path)
+    return lambda c, offset: PairFileSource(pairs, seed=c.seed + offset,
+                                            part="val" if offset == VALIDATION else "train")
+
+
+def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
+    """The network config and weights to start from: ``cfg.init``'s when given (its config
+    wins over the preset: the weights only fit their own architecture)."""
+    if not cfg.init:
+        return net_cfg, None
+    state = load_checkpoint(cfg.init)
+    init_cfg = NetConfig.from_dict(state["net"])
+    if (init_cfg.head == "rigid") != (cfg.objective == "stn"):
+        raise InputError(f"has a '{init_cfg.head}' head, which does not fit objective "
+                         f"'{cfg.objective}'", cfg.init)
+    return init_cfg, state["model"]
 
 
 def train(
@@ -195,7 +223,6 @@ def train(
     ``cfg.images``, train split); any object with ``sample(n) -> PairBatch``,
     ``sample_views(n, k)`` and numpy generators ``rng`` and ``noise_rng`` will do.
     """
-    make_source = make_source or (lambda c, offset: _source(c, offset, "train"))
     if cfg.objective not in OBJECTIVES:
         raise InputError(f"unknown objective '{cfg.objective}' (expected one of "
                          f"{', '.join(OBJECTIVES)})")
@@ -213,11 +240,17 @@ def train(
         saved = state["train"]
         cfg = TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
                                      else cfg.steps, "minutes": cfg.minutes})
+    make_source = make_source or default_sources(cfg)
     net_cfg = preset(cfg.preset, **cfg.net)
     if cfg.objective == "stn":
         net_cfg.head = "rigid"
+    net_cfg, start_weights = initial_weights(cfg, net_cfg) if state is None else (net_cfg, None)
+    if state is not None:
+        net_cfg = NetConfig.from_dict(state["net"])
     torch.manual_seed(cfg.seed)
     model = AlignNet(net_cfg)
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     source = make_source(cfg, 0)
@@ -235,7 +268,7 @@ def train(
         log(f"resuming {out} at step {step}")
 
     # a fixed validation set from *training* photographs at other places (test stays unseen)
-    val_batch = make_source(cfg, 10_000).sample(cfg.val_pairs)
+    val_batch = make_source(cfg, VALIDATION).sample(cfg.val_pairs)
     mask = input_mask(net_cfg.size)
     val = {"a": prepare_input(torch.from_numpy(val_batch.a), net_cfg.size, mask),
            "b": prepare_input(torch.from_numpy(val_batch.b), net_cfg.size, mask),
@@ -284,18 +317,20 @@ def train(
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         if step % cfg.val_every == 0:
-            mean_err, median_err, _ = validation_error(model, val)
-            history.append({"step": step, "loss": running, "val_mean_deg": mean_err,
-                            "val_median_deg": median_err,
-                            "seconds": elapsed_before + time.time() - start})
-            bar.set_postfix(loss=f"{running:.2f}", val_mean=f"{mean_err:.1f}",
-                            val_median=f"{median_err:.1f}")
+            entry = {"step": step, "loss": running,
+                     "seconds": elapsed_before + time.time() - start}
+            if np.isfinite(val["angle"]).all():  # pairs files may come without truth
+                mean_err, median_err, _ = validation_error(model, val)
+                entry.update(val_mean_deg=mean_err, val_median_deg=median_err)
+            history.append(entry)
+            bar.set_postfix({k.replace("_deg", ""): f"{v:.1f}" for k, v in entry.items()
+                             if k in ("loss", "val_mean_deg", "val_median_deg")})
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
             save_checkpoint(out, snapshot())
             last_save = time.time()
     bar.close()
     final = snapshot()
-    final["offset"], final["offset_info"] = calibrate(model, cfg, make_source(cfg, 20_000))
+    final["offset"], final["offset_info"] = calibrate(model, cfg, make_source(cfg, CALIBRATION))
     save_checkpoint(out, final)
     return final
 

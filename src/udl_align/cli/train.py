@@ -13,7 +13,8 @@ from ..training import OBJECTIVES, TrainConfig, save_checkpoint, train
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
-                        help="folder of photographs (pairs are generated from it, train split)")
+                        help="folder of photographs (new pairs are generated from its train "
+                        "split at every step) or a pairs .npz (udl-align synth natural)")
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--objective", default="udl", choices=OBJECTIVES)
@@ -26,6 +27,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-every", type=int, default=100,
+                        help="steps between validation errors on held pairs (default 100)")
+    parser.add_argument("--init", default="",
+                        help="start from this checkpoint's weights (fine-tuning; its network "
+                        "config replaces --preset)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (its saved config is used)")
     parser.add_argument("--calibrate-with", default=None,
@@ -39,11 +45,16 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     if args.minutes is not None and args.minutes <= 0:
         raise InputError(f"--minutes must be positive, got {args.minutes}")
+    if args.val_every < 1:
+        raise InputError(f"--val-every must be at least 1, got {args.val_every}")
+    if args.init and args.resume:
+        raise InputError("--init starts a new run; --resume continues one: give only one")
     calib = read_pairs(args.calibrate_with) if args.calibrate_with else None
     if calib is not None and not calib.has_truth:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
     cfg = TrainConfig(objective=args.objective, preset=args.preset, images=args.data,
-                      noise=args.noise, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      init=args.init, noise=args.noise, batch_size=args.batch_size,
+                      lr=args.lr, seed=args.seed, val_every=args.val_every,
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
