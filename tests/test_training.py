@@ -62,6 +62,15 @@ def test_prepare_input_resamples_standardises_and_masks():
     assert centre.std() == pytest.approx(1.0, rel=0.3)
 
 
+def test_mask_module_stride_and_old_checkpoints():
+    from udl_align.models import NetConfig
+
+    net = AlignNet(preset("cpu", mask_stride=2))
+    x = torch.randn(3, 1, 64, 64)
+    assert net.mask(x).shape == x.shape
+    assert NetConfig.from_dict({"size": 64}).mask_stride == 1  # written before the option
+
+
 def test_presets_build_and_run():
     for name in ("cpu", "paper"):
         cfg = preset(name)
@@ -160,7 +169,8 @@ def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):
 # not learn from pure noise, and its label-free offset C matches the labelled one.
 # --------------------------------------------------------------------------------------------
 
-TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8]}  # cpu widths, 4x4 features
+# the cpu preset's widths, 4x4 features
+TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride": 1}
 
 
 def toy_train(tmp_path, signal: bool, steps: int = 300):

@@ -26,6 +26,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--minutes", type=float, default=None, help="train for this long")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr-step", type=int, default=12000,
+                        help="multiply the learning rate by --lr-gamma every this many steps "
+                        "(default 12000, the paper's)")
+    parser.add_argument("--lr-gamma", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100,
                         help="steps between validation errors on held pairs (default 100)")
@@ -45,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     if args.minutes is not None and args.minutes <= 0:
         raise InputError(f"--minutes must be positive, got {args.minutes}")
+    if args.lr_step < 1 or not 0 < args.lr_gamma <= 1:
+        raise InputError("--lr-step must be at least 1 and --lr-gamma in (0, 1]")
     if args.val_every < 1:
         raise InputError(f"--val-every must be at least 1, got {args.val_every}")
     if args.init and args.resume:
@@ -54,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
     cfg = TrainConfig(objective=args.objective, preset=args.preset, images=args.data,
                       init=args.init, noise=args.noise, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed, val_every=args.val_every,
+                      lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
+                      seed=args.seed, val_every=args.val_every,
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
