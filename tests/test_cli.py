@@ -103,3 +103,15 @@ def test_evaluate_rejects_wrong_row_count(pairs_file, tmp_path):
     est.write_text("index,angle,tx,ty\n0,1.0,0,0\n")
     one_line_exit_2(run("evaluate", "--pairs", str(pairs_file), "--estimates", str(est)),
                     "rows")
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path, capsys):
+    from udl_align.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--n", "2", "--quiet", "--out-dir", str(out)]) == 0
+    for name in ("comparison.png", "accuracy_vs_time.png", "examples_gaussian0.1.png",
+                 "results.json"):
+        assert (out / name).stat().st_size > 0, name
+    text = capsys.readouterr().out
+    assert "network+refine" in text and "bruteforce" in text

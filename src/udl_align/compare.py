@@ -98,6 +98,38 @@ def plot_comparison(results: dict, path: str | Path, title: str) -> None:
     save_figure(fig, path)
 
 
+def plot_accuracy_vs_time(results: dict, path: str | Path, title: str) -> None:
+    """Mean rotation error against time per pair, one point per method and condition (same
+    colour: same method; same marker: same condition). Down and left is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = list(results)
+    methods = list(results[conditions[0]])
+    markers = "osD^v<>P*X"
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, m in enumerate(methods):
+        ms = [1e3 / results[c][m]["pairs_per_s"] for c in conditions]
+        errs = [max(results[c][m]["mean_deg"], 1e-3) for c in conditions]
+        ax.plot(ms, errs, color=f"C{i}", lw=0.8, alpha=0.5)
+        for j, (t, e) in enumerate(zip(ms, errs, strict=True)):
+            ax.scatter(t, e, color=f"C{i}", marker=markers[j % len(markers)],
+                       label=m if j == 0 else None)
+    for j, c in enumerate(conditions):  # a legend entry per condition, in grey
+        ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=c)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("time per pair (ms, log)")
+    ax.set_ylabel("mean rotation error (deg, log)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def save_figure(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 

@@ -14,6 +14,7 @@ from ..aligners.network import DEFAULT_MODEL, NetworkAligner
 from ..compare import (
     compare_on_photographs,
     comparison_table,
+    plot_accuracy_vs_time,
     plot_comparison,
     save_figure,
     write_json,
@@ -51,6 +52,7 @@ def plot_examples(pairs: dict, path: Path, k: int = 4) -> None:
     import matplotlib.pyplot as plt
 
     methods = list(pairs["estimates"])
+    k = min(k, len(pairs["a"]))
     cols = 2 + len(methods)
     fig, axes = plt.subplots(k, cols, figsize=(2.2 * cols, 2.3 * k), squeeze=False)
     for i in range(k):
@@ -89,8 +91,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{args.n} pairs per condition, 128 px, from scikit-image's photographs")
     print(comparison_table(report["results"]))
     plot_comparison(report["results"], out / "comparison.png", "udl-align demo")
+    plot_accuracy_vs_time(report["results"], out / "accuracy_vs_time.png",
+                          "udl-align demo: accuracy against time")
     plot_examples(pairs["gaussian:0.1"], out / "examples_gaussian0.1.png")
     write_json(report, out / "results.json")
-    print(f"wrote {out / 'comparison.png'}, {out / 'examples_gaussian0.1.png'}, "
-          f"{out / 'results.json'}")
+    print(f"wrote {out / 'comparison.png'}, {out / 'accuracy_vs_time.png'}, "
+          f"{out / 'examples_gaussian0.1.png'}, {out / 'results.json'}")
     return 0
