@@ -147,13 +147,29 @@ def test_bad_model_files_give_one_line(tmp_path, capsys):
     np.savez(pairs, a=np.zeros((1, 32, 32), np.float32), b=np.zeros((1, 32, 32), np.float32))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
+    # a checkpoint whose weights belong to another input size than its config says
+    from udl_align.training import CHECKPOINT_FORMAT, save_checkpoint
+
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {"format": CHECKPOINT_FORMAT, "net": preset("cpu").to_dict(),
+                            "model": AlignNet(preset("cpu", size=128)).state_dict(),
+                            "offset": 0.0})
     for model, phrase in ((junk, "not a readable udl-align checkpoint"),
-                          (tmp_path / "none.pt", "no such file")):
+                          (tmp_path / "none.pt", "no such file"),
+                          (other, "do not fit its network config")):
         assert main(["align", "--pairs", str(pairs), "--model", str(model), "--out",
                      str(tmp_path / "e.csv")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and phrase in err[0]
     assert not (tmp_path / "e.csv").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m.pt"),
+                 "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no PNG/JPEG/TIFF" in err[0] and not (tmp_path / "m.pt").exists()
+    assert main(["align", "--pairs", str(pairs), "--method", "emaf", "--refine", "--out",
+                 str(tmp_path / "e.csv")]) == 2
+    assert "use it with --model" in capsys.readouterr().err
 
 
 def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):

@@ -141,9 +141,13 @@ def export_for_inference(state: dict) -> dict:
     return {k: state[k] for k in keep if k in state}
 
 
-def model_from_checkpoint(state: dict) -> AlignNet:
+def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> AlignNet:
     model = AlignNet(NetConfig.from_dict(state["net"]))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:  # e.g. weights of a 128 px network under a 64 px config
+        raise InputError(f"its weights do not fit its network config (input size "
+                         f"{state['net'].get('size')} px)", path) from None
     return model.eval()
 
 

@@ -67,7 +67,7 @@ class NetworkAligner(Aligner):
         if offset is None:
             raise InputError("checkpoint has no offset C: calibrate it first "
                              "(udl-align train writes one at the end)", path)
-        return cls(model_from_checkpoint(state), offset=offset, **kwargs)
+        return cls(model_from_checkpoint(state, path), offset=offset, **kwargs)
 
     @torch.no_grad()
     def network_angles(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -82,6 +82,8 @@ class NetworkAligner(Aligner):
         ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
         if ta.shape != tb.shape:
             raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+        if ta.shape[-1] != ta.shape[-2]:
+            raise ValueError(f"images are not square: {tuple(ta.shape)}")
         angle = self.network_angles(ta, tb)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])

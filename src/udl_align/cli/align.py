@@ -51,6 +51,8 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.refine and not args.model:
+        raise InputError("--refine refines a network's angle: use it with --model")
     check_writable(args.out)
     pairs = read_pairs(args.pairs)
     max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
