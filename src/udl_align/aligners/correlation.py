@@ -314,12 +314,13 @@ class Preprocess:
 
 def shift_step(
     a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: float,
-    ref: Reference | None = None,
+    ref: Reference | None = None, fine: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The one shift step: rotate ``a`` by ``angle`` (bicubic), masked NCC with ``b``, sub-pixel
-    peak. Inputs already pre-processed. Returns ``(tx, ty, score)``."""
+    peak (exact with ``fine``, else a parabola: up to ~0.3 px off, about twice as fast).
+    Inputs already pre-processed. Returns ``(tx, ty, score)``."""
     ref = prepare_reference(b, max_shift) if ref is None else ref
-    score, tx, ty = score_angles(a, ref, angle.reshape(-1, 1), mode="bicubic", fine=True)
+    score, tx, ty = score_angles(a, ref, angle.reshape(-1, 1), mode="bicubic", fine=fine)
     return tx[:, 0], ty[:, 0], score[:, 0]
 
 
