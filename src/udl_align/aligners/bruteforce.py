@@ -83,16 +83,23 @@ class BruteForce(Aligner):
             # one may lie outside, so those pairs get the full circle instead
             best = scores.argmax(dim=1)
             edge = (best <= 1) | (best >= grid.shape[0] - 2)
-            if edge.all():
-                return self.search(a, b)
             if edge.any():
-                inner = self.search(a[~edge], b[~edge], centre[~edge], half_width, widen=False)
                 outer = self.search(a[edge], b[edge])
-                return Estimate.merge(~edge.cpu().numpy(), inner, outer)
+                keep = ~edge
+                if not keep.any():
+                    return outer
+                inner = self._finish(a[keep], b[keep], base[keep], grid, scores[keep], circular,
+                                     step)
+                return Estimate.merge(keep.cpu().numpy(), inner, outer)
+        return self._finish(a, b, base, grid, scores, circular, step)
+
+    def _finish(self, a, b, base, grid, scores, circular: bool, step: float) -> Estimate:
+        """From coarse scores ``(B, K)`` on ``base + grid`` to the final estimates."""
         # the best few coarse peaks all go to full resolution: at low SNR the down-sampled
         # search sometimes ranks the right basin second
         starts = base[:, None] + grid[top_peaks(scores, self.candidates, circular)]
         # +-2 grid steps: the coarse, down-sampled score can be a step off (interpolation blur
         # that changes with the angle biases it where the image has power near Nyquist)
-        out = refine_prepared(a, b, starts, 2.0 * step, self.refine_step, s)
+        out = refine_prepared(a, b, starts, 2.0 * step, self.refine_step,
+                              self.shift_range(a.shape[-1]))
         return Estimate.from_tensors(*out)
