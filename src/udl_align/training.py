@@ -59,6 +59,7 @@ class TrainConfig:
     val_pairs: int = 64
     val_every: int = 100
     calib_groups: int = 256  # unlabelled view triples for the label-free offset C
+    device: str = "cpu"  # where the network trains ("cuda" for a GPU); pairs are made on CPU
     net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
 
     def to_dict(self) -> dict:
@@ -101,8 +102,9 @@ def disturb(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) ->
 def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch.Generator):
     """Two disturbed copies ``A``, ``B`` of each pair, and the target of ``F(A) - F(B)``."""
     n = a.shape[0]
-    ang = torch.rand(4, n, generator=gen) * 360.0
-    shift = (torch.rand(4, n, 2, generator=gen) * 2.0 - 1.0) * disturb_shift
+    # drawn on the CPU generator (the same numbers on any device), used where the images are
+    ang = (torch.rand(4, n, generator=gen) * 360.0).to(a.device)
+    shift = ((torch.rand(4, n, 2, generator=gen) * 2.0 - 1.0) * disturb_shift).to(a.device)
     pair_a = (disturb(a, ang[0], shift[0]), disturb(b, ang[1], shift[1]))
     pair_b = (disturb(a, ang[2], shift[2]), disturb(b, ang[3], shift[3]))
     target = (ang[1] - ang[0]) - (ang[3] - ang[2])
@@ -158,11 +160,12 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Align
 
 @torch.no_grad()
 def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
-    """Raw network angles (degrees, offset C not removed) for already prepared inputs."""
+    """Raw network angles (degrees, offset C not removed, on CPU) for prepared inputs."""
     was_training = model.training
     model.eval()
-    out = [angle_of(model(a[i : i + batch], b[i : i + batch]), model.cfg.head)
-           for i in range(0, len(a), batch)]
+    dev = next(model.parameters()).device
+    out = [angle_of(model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)),
+                    model.cfg.head).cpu() for i in range(0, len(a), batch)]
     model.train(was_training)
     return torch.cat(out)
 
@@ -240,10 +243,12 @@ def train(
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": 1000})
     if state is not None:
         # the saved config, except a step budget or a time budget given for this call
-        # (``steps=None`` keeps the saved step budget; ``minutes`` is time for this call)
+        # (``steps=None`` keeps the saved step budget; ``minutes`` and ``device`` are for
+        # this call)
         saved = state["train"]
         cfg = TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
-                                     else cfg.steps, "minutes": cfg.minutes})
+                                     else cfg.steps, "minutes": cfg.minutes,
+                                     "device": cfg.device})
     make_source = make_source or default_sources(cfg)
     net_cfg = preset(cfg.preset, **cfg.net)
     if cfg.objective == "stn":
@@ -251,10 +256,14 @@ def train(
     net_cfg, start_weights = initial_weights(cfg, net_cfg) if state is None else (net_cfg, None)
     if state is not None:
         net_cfg = NetConfig.from_dict(state["net"])
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' asked for, but no CUDA device is available")
     torch.manual_seed(cfg.seed)
     model = AlignNet(net_cfg)
     if start_weights is not None:
         model.load_state_dict(start_weights)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     source = make_source(cfg, 0)
@@ -273,9 +282,9 @@ def train(
 
     # a fixed validation set from *training* photographs at other places (test stays unseen)
     val_batch = make_source(cfg, VALIDATION).sample(cfg.val_pairs)
-    mask = input_mask(net_cfg.size)
-    val = {"a": prepare_input(torch.from_numpy(val_batch.a), net_cfg.size, mask),
-           "b": prepare_input(torch.from_numpy(val_batch.b), net_cfg.size, mask),
+    mask = input_mask(net_cfg.size, device)
+    val = {"a": prepare_input(torch.from_numpy(val_batch.a).to(device), net_cfg.size, mask),
+           "b": prepare_input(torch.from_numpy(val_batch.b).to(device), net_cfg.size, mask),
            "angle": val_batch.angle}
 
     def snapshot() -> dict:
@@ -299,7 +308,7 @@ def train(
                unit="step", disable=not progress)
     while (deadline is None and step < cfg.steps) or (deadline and time.time() < deadline):
         batch = source.sample(cfg.batch_size)
-        a, b = torch.from_numpy(batch.a), torch.from_numpy(batch.b)
+        a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         if cfg.objective == "udl":
             (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, gen)
             prep = [prepare_input(x, net_cfg.size, mask) for x in (a1, b1, a2, b2)]
@@ -308,7 +317,7 @@ def train(
             loss = udl_loss(out_a, out_b, target, net_cfg.head)
         elif cfg.objective == "supervised":
             pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)
-            loss = supervised_loss(model(pa, pb), torch.from_numpy(batch.angle).float(),
+            loss = supervised_loss(model(pa, pb), torch.from_numpy(batch.angle).float().to(device),
                                    net_cfg.head)
         else:
             pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)

@@ -41,6 +41,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate-with", default=None,
                         help="pairs .npz with truth: set the offset C from these labelled pairs "
                         "(the paper's way) instead of the label-free estimate")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda: where the network trains")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = TrainConfig(objective=args.objective, preset=args.preset, images=args.data,
                       init=args.init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-                      seed=args.seed, val_every=args.val_every,
+                      seed=args.seed, val_every=args.val_every, device=args.device,
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
