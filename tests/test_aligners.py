@@ -179,3 +179,29 @@ def test_odd_and_small_sizes(photo, n):
     est = BruteForce(max_shift=5).estimate(a, b)
     assert g.angle_error(est.angle[0], 123.0) < 0.5
     assert abs(est.tx[0] - 2.0) < 0.5 and abs(est.ty[0] + 3.0) < 0.5
+
+
+class FixedOutputs(torch.nn.Module):
+    """Stands in for a trained network: returns given head outputs whatever the images."""
+
+    def __init__(self, outputs: torch.Tensor) -> None:
+        super().__init__()
+        from udl_align.models import preset
+
+        self.cfg = preset("cpu")
+        self.outputs = torch.nn.Parameter(outputs, requires_grad=False)
+
+    def forward(self, a, b):
+        return self.outputs[: a.shape[0]]
+
+
+def test_refine_sends_unsure_pairs_to_the_whole_circle(textured_pairs):
+    from udl_align.aligners.network import NetworkAligner
+
+    a, b, truth = textured_pairs
+    wrong = np.deg2rad(truth[:, 0] + 90.0)  # every network angle 90 deg off, said unsurely
+    out = 0.1 * torch.tensor(np.stack([np.cos(wrong), np.sin(wrong)], 1), dtype=torch.float32)
+    gated = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0.5)
+    assert errors(gated.estimate(a, b), truth)[0].max() < 0.5
+    trusting = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0)
+    assert errors(trusting.estimate(a, b), truth)[0].max() > 20.0  # stuck in false windows

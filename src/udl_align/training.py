@@ -139,7 +139,7 @@ def export_for_inference(state: dict) -> dict:
     """A checkpoint without optimiser, scheduler and random states: what ``align`` needs (the
     config, weights, offset C) plus the record of how it was trained. Cannot be resumed."""
     keep = ("format", "net", "train", "model", "step", "history", "train_seconds", "offset",
-            "offset_info")
+            "offset_info", "confidence_floor")
     return {k: state[k] for k in keep if k in state}
 
 
@@ -159,15 +159,20 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Align
 
 
 @torch.no_grad()
-def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
-    """Raw network angles (degrees, offset C not removed, on CPU) for prepared inputs."""
+def predict_outputs(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
+    """Raw head outputs (on CPU) for already prepared inputs, in eval mode."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    out = [angle_of(model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)),
-                    model.cfg.head).cpu() for i in range(0, len(a), batch)]
+    out = [model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)).cpu()
+           for i in range(0, len(a), batch)]
     model.train(was_training)
     return torch.cat(out)
+
+
+def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
+    """Raw network angles (degrees, offset C not removed, on CPU) for prepared inputs."""
+    return angle_of(predict_outputs(model, a, b, batch), model.cfg.head)
 
 
 def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
@@ -343,19 +348,24 @@ def train(
             last_save = time.time()
     bar.close()
     final = snapshot()
-    final["offset"], final["offset_info"] = calibrate(model, cfg, make_source(cfg, CALIBRATION))
+    final.update(calibrate(model, cfg, make_source(cfg, CALIBRATION)))
     save_checkpoint(out, final)
     return final
 
 
-def calibrate(model: AlignNet, cfg: TrainConfig, source) -> tuple[float, dict]:
-    """The offset C for a trained model: label-free for UDL (from unlabelled view triples of
-    training photographs), zero for the objectives trained against true angles."""
-    if cfg.objective != "udl":
-        return 0.0, {"method": f"none ({cfg.objective} learns the angle itself)"}
-    from .calibration import offset_label_free
+def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
+    """What a trained model needs to align, from unlabelled view triples of training data:
+    the offset C (label-free for UDL; zero for the objectives trained against true angles)
+    and, for 2-vector heads, the confidence floor (see :func:`calibration.confidence_floor`).
+    Returns checkpoint entries: ``offset``, ``offset_info``, ``confidence_floor``."""
+    from .calibration import confidence_floor, offset_label_free
 
     views, _ = source.sample_views(cfg.calib_groups, 3)
+    floor = (confidence_floor(model, views[:, 0], views[:, 1])
+             if model.cfg.head != "scalar" else None)
+    if cfg.objective != "udl":
+        return {"offset": 0.0, "confidence_floor": floor,
+                "offset_info": {"method": f"none ({cfg.objective} learns the angle itself)"}}
     info = offset_label_free(model, views)
     info["method"] = "label-free (antisymmetry + cycles)"
-    return info["offset"], info
+    return {"offset": info["offset"], "offset_info": info, "confidence_floor": floor}

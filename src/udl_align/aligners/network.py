@@ -42,12 +42,15 @@ class NetworkAligner(Aligner):
         refine: bool = False,
         refine_span: float = 15.0,
         candidates: int = 1,
+        confidence_floor: float | None = None,
         device: str | torch.device = "cpu",
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
         self.model = model.to(self.device).eval()
         self.offset = float(offset)
+        # with refine: pairs the network is less sure of than this get the whole-circle search
+        self.confidence_floor = float(confidence_floor or 0.0)
         self.refine_enabled = bool(refine)
         self.refine_span = float(refine_span)
         self.name = "network+refine" if refine else "network"
@@ -67,15 +70,28 @@ class NetworkAligner(Aligner):
         if offset is None:
             raise InputError("checkpoint has no offset C: calibrate it first "
                              "(udl-align train writes one at the end)", path)
+        if kwargs.get("confidence_floor") is None:
+            kwargs["confidence_floor"] = state.get("confidence_floor")
         return cls(model_from_checkpoint(state, path), offset=offset, **kwargs)
 
     @torch.no_grad()
     def network_angles(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        from ..training import predict_angles, prepare_input
+        return self.network_estimate(a, b)[0]
+
+    @torch.no_grad()
+    def network_estimate(self, a: torch.Tensor, b: torch.Tensor):
+        """The network's angles (offset C removed) and confidences (``calibration.confidence``;
+        infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
+        from ..calibration import confidence
+        from ..losses import angle_of
+        from ..training import predict_outputs, prepare_input
 
         size = self.model.cfg.size
-        raw = predict_angles(self.model, prepare_input(a, size), prepare_input(b, size))
-        return torch.remainder(raw - self.offset, 360.0)
+        out = predict_outputs(self.model, prepare_input(a, size), prepare_input(b, size))
+        angle = torch.remainder(angle_of(out, self.model.cfg.head) - self.offset, 360.0)
+        sure = (confidence(out) if self.model.cfg.head != "scalar"
+                else torch.full_like(angle, torch.inf))
+        return angle.to(self.device), sure.to(self.device)
 
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
@@ -84,11 +100,20 @@ class NetworkAligner(Aligner):
             raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
         if ta.shape[-1] != ta.shape[-2]:
             raise ValueError(f"images are not square: {tuple(ta.shape)}")
-        angle = self.network_angles(ta, tb)
+        angle, sure = self.network_estimate(ta, tb)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
         if self.refine_enabled:
-            return self.search.search(pa, pb, centre=angle, half_width=self.refine_span)
+            unsure = sure < self.confidence_floor
+            if not unsure.any():
+                return self.search.search(pa, pb, centre=angle, half_width=self.refine_span)
+            if unsure.all():
+                return self.search.search(pa, pb)
+            sure_rows = ~unsure
+            inner = self.search.search(pa[sure_rows], pb[sure_rows], centre=angle[sure_rows],
+                                       half_width=self.refine_span)
+            outer = self.search.search(pa[unsure], pb[unsure])
+            return Estimate.merge(sure_rows.cpu().numpy(), inner, outer)
         # parabola peaks: the network's angle is a few degrees off, which costs far more shift
         # accuracy than the parabola's bias; exact peaks would double the time
         tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s), fine=False)

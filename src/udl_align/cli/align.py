@@ -24,6 +24,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-span", type=float, default=15.0,
                         help="half width of the --refine search around the network's angle, "
                         "degrees (default 15)")
+    parser.add_argument("--confidence-floor", type=float, default=None,
+                        help="with --refine: pairs whose network confidence (output length) "
+                        "is below this get the whole-circle search (default: the model's, "
+                        "set at training; 0 turns it off)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="largest shift searched, px (default: the pairs file's max_shift, "
                         "else N/8)")
@@ -42,7 +46,8 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
         raise InputError(f"--lowpass must be >= 0, got {args.lowpass}")
     options = {"max_shift": max_shift, "lowpass": args.lowpass or None, "device": args.device}
     if args.model:
-        options.update(refine=args.refine, refine_span=args.refine_span)
+        options.update(refine=args.refine, refine_span=args.refine_span,
+                       confidence_floor=args.confidence_floor)
     elif args.method == "bruteforce":
         if not 0 < args.angle_step <= 30:
             raise InputError(f"--angle-step must be in (0, 30], got {args.angle_step}")
