@@ -75,14 +75,33 @@ def mask_radius(n: int, max_shift: float) -> float:
 
 @dataclass
 class Reference:
-    """What the NCC needs of ``b``, computed once per pair: spectrum and local statistics."""
+    """What the NCC needs of ``b``, computed once per pair: spectrum and local statistics.
+    The full complex spectra that only exact sub-pixel peaks need are made on first use."""
 
+    b: torch.Tensor  # (B, N, N)
     spectrum: torch.Tensor  # rfft2(b), (B, N, N//2+1)
-    full_spectrum: torch.Tensor  # fft2(b), (B, N, N): for sub-pixel evaluation
-    mask_moments: torch.Tensor  # conj(fft2(mask)) * fft2(b), fft2(b^2): (B, 2, N, N), likewise
     local_var: torch.Tensor  # masked variance of b under the mask moved by t, (B, N, N)
     mask: torch.Tensor  # (N, N)
     max_shift: int
+    _full: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _full_spectra(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._full is None:
+            full_fm = torch.conj(torch.fft.fft2(self.mask))
+            full_fb = torch.fft.fft2(self.b)
+            moments = torch.stack([full_fm * full_fb, full_fm * torch.fft.fft2(self.b ** 2)], 1)
+            self._full = (full_fb, moments)
+        return self._full
+
+    @property
+    def full_spectrum(self) -> torch.Tensor:
+        """fft2(b), (B, N, N): for sub-pixel evaluation."""
+        return self._full_spectra()[0]
+
+    @property
+    def mask_moments(self) -> torch.Tensor:
+        """conj(fft2(mask)) * fft2(b), likewise with b^2: (B, 2, N, N)."""
+        return self._full_spectra()[1]
 
 
 def prepare_reference(b: torch.Tensor, max_shift: float, edge: float = 2.0) -> Reference:
@@ -96,10 +115,7 @@ def prepare_reference(b: torch.Tensor, max_shift: float, edge: float = 2.0) -> R
     s1 = torch.fft.irfft2(fm * fb, s=(n, n))
     s2 = torch.fft.irfft2(fm * torch.fft.rfft2(b * b), s=(n, n))
     local_var = (s2 - s1 * s1 / mask.sum()).clamp_min(1e-6 * float(mask.sum()))
-    full_fm = torch.conj(torch.fft.fft2(mask))
-    full_fb = torch.fft.fft2(b)
-    moments = torch.stack([full_fm * full_fb, full_fm * torch.fft.fft2(b * b)], dim=1)
-    return Reference(fb, full_fb, moments, local_var, mask, s)
+    return Reference(b, fb, local_var, mask, s)
 
 
 def masked_template(templates: torch.Tensor, mask: torch.Tensor):
