@@ -99,10 +99,21 @@ def main(argv: list[str] | None = None) -> int:
             methods[name] = make_aligner(name, max_shift=10)
         start = time.time()
         report = compare_on_photographs(args.images, methods, args.conditions, n=args.n,
-                                        seed=args.seed, split="test")
+                                        seed=args.seed, split="test", keep_pairs=True)
     except InputError as err:
         print(f"table1.py: error: {err}", file=sys.stderr)
         return 2
+    pairs = report.pop("pairs")
+    if "udl" in trained:  # the label-free C against C fitted to each condition's true angles
+        from udl_align.calibration import offset_labelled
+        from udl_align.geometry import angle_error
+
+        model = methods["udl"].model
+        fitted = {c: offset_labelled(model, p["a"], p["b"], p["angle"])["offset"]
+                  for c, p in pairs.items()}
+        trained["udl"]["labelled_offset"] = fitted
+        gaps = {c: float(angle_error(trained["udl"]["offset"], v)) for c, v in fitted.items()}
+        trained["udl"]["label_free_minus_labelled_deg"] = gaps
     report.update(models=trained, threads=torch.get_num_threads(),
                   wall_seconds=time.time() - start, paper_udl=PAPER_UDL)
     names = list(methods)
@@ -111,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     for objective, info in trained.items():
         print(f"  {objective}: {info['steps']} steps, {info['minutes']:.0f} min, "
               f"offset C {info['offset']:.1f} deg ({info['offset_info']['method']})")
+        if "label_free_minus_labelled_deg" in info:
+            gaps = info["label_free_minus_labelled_deg"]
+            print("    |label-free C - C fitted to the true angles| (deg): " +
+                  ", ".join(f"{c} {v:.2f}" for c, v in gaps.items()))
     print(table(report["results"], names))
     print(speed_ratios(report["results"], names))
     write_json(report, out / "table1.json")
