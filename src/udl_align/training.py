@@ -341,8 +341,11 @@ def train(
                 mean_err, median_err, _ = validation_error(model, val)
                 entry.update(val_mean_deg=mean_err, val_median_deg=median_err)
             history.append(entry)
-            bar.set_postfix({k.replace("_deg", ""): f"{v:.1f}" for k, v in entry.items()
-                             if k in ("loss", "val_mean_deg", "val_median_deg")})
+            shown = {k.replace("_deg", ""): f"{v:.1f}" for k, v in entry.items()
+                     if k in ("loss", "val_mean_deg", "val_median_deg")}
+            if deadline:  # a time budget has no step total, so the bar shows no ETA itself
+                shown["left"] = f"{max(deadline - time.time(), 0) / 60:.1f}min"
+            bar.set_postfix(shown)
         if time.time() - last_save > cfg.checkpoint_minutes * 60:
             save_checkpoint(out, snapshot())
             last_save = time.time()
