@@ -96,6 +96,37 @@ def invert(t: Rigid) -> Rigid:
 # --------------------------------------------------------------------------------------------
 
 
+def to_relion(t: Rigid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RELION's ``(rlnAnglePsi, rlnOriginX, rlnOriginY)`` (degrees, pixels) for our ``t`` taking
+    the reference onto the particle (``apply(reference, t) ~ particle``).
+
+    Derivation, from RELION's documented conventions (``Reference/Conventions.rst``: the angles
+    rotate the reference into the observation; the origin offsets translate the observation to
+    its centre, before the rotation) and its code (``Projector::rotate2D``: the rotated
+    reference at frequency ``k`` takes the reference's value at ``A^T k``, with
+    ``A = [[cos psi, sin psi], [-sin psi, cos psi]]`` in ``(x = column, y = row)``):
+
+    1. The content at ``r`` moves to ``A r`` (a rotation acts alike on a function and its
+       Fourier transform), so RELION's rotated reference is ``apply(reference, (psi, 0, 0))``:
+       ``A`` is our ``R(psi)``.
+    2. Moving the particle's content by ``+origin`` centres it, giving that rotated reference:
+       ``rotated(p) = particle(p - origin)``, so the particle is the rotated reference with its
+       content moved by ``-origin`` (RELION re-centres a particle at ``coordinate - origin``).
+    3. Ours: ``particle = apply(reference, (angle, tx, ty))`` = rotated by ``angle``, then moved
+       by ``t``. Matching: ``psi = angle`` and ``origin = -t``.
+
+    ``rlnOriginXAngst`` is ``rlnOriginX`` times the pixel size.
+    """
+    return wrap360(t.angle), -np.asarray(t.tx, np.float64), -np.asarray(t.ty, np.float64)
+
+
+def from_relion(psi: ArrayLike, origin_x: ArrayLike, origin_y: ArrayLike) -> Rigid:
+    """Our transform (reference onto particle) from RELION's psi and origin in pixels; the
+    inverse of :func:`to_relion`."""
+    return Rigid.of(wrap360(psi), -np.asarray(origin_x, np.float64),
+                    -np.asarray(origin_y, np.float64))
+
+
 def angle_difference(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Signed circular difference ``a - b`` in [-180, 180)."""
     return np.mod(np.asarray(a, np.float64) - np.asarray(b, np.float64) + 180.0, 360.0) - 180.0
