@@ -346,6 +346,44 @@ def write_mrc(
                 mrc.set_volume()
 
 
+@contextlib.contextmanager
+def mrc_stack_writer(path: PathLike, n: int, size: int, pixel_size: float):
+    """Write an ``(n, size, size)`` float32 MRC stack piece by piece: yields
+    ``put(start, block)``. Blocks go to the file with plain writes (no memory map whose dirty
+    pages would count as resident), so memory does not grow with ``n``; the header statistics
+    are kept as we go. The file appears under ``path`` only when the body finishes (see
+    :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        with mrcfile.new_mmap(tmp, shape=(n, size, size), mrc_mode=2, overwrite=True) as mrc:
+            mrc.set_image_stack()
+            mrc.voxel_size = float(pixel_size)
+            offset = mrc.header.nbytes + mrc.extended_header.nbytes
+            dtype = mrc.data.dtype
+        stats = {"min": np.inf, "max": -np.inf, "sum": 0.0, "sq": 0.0, "count": 0}
+        with open(tmp, "r+b") as f:
+
+            def put(start: int, block: np.ndarray) -> None:
+                block = np.ascontiguousarray(block, dtype=dtype)
+                if block.shape[1:] != (size, size) or start + len(block) > n:
+                    raise ValueError(f"block {block.shape} at {start} does not fit ({n}, "
+                                     f"{size}, {size})")
+                f.seek(offset + start * size * size * dtype.itemsize)
+                f.write(block.tobytes())
+                stats["min"] = min(stats["min"], float(block.min()))
+                stats["max"] = max(stats["max"], float(block.max()))
+                stats["sum"] += float(block.sum(dtype=np.float64))
+                stats["sq"] += float(np.square(block, dtype=np.float64).sum())
+                stats["count"] += block.size
+
+            yield put
+        with mrcfile.mmap(tmp, mode="r+") as mrc:  # header only: no data page is touched
+            count = max(stats["count"], 1)
+            mean = stats["sum"] / count
+            mrc.header.dmin, mrc.header.dmax = stats["min"], stats["max"]
+            mrc.header.dmean = mean
+            mrc.header.rms = np.sqrt(max(stats["sq"] / count - mean * mean, 0.0))
+
+
 # --------------------------------------------------------------------------------------------
 # STAR (RELION)
 # --------------------------------------------------------------------------------------------
@@ -536,12 +574,14 @@ def write_particles_star(
     pixel_size: float,
     image_size: int,
     extra: dict[str, np.ndarray] | None = None,
+    optics_extra: dict[str, float] | None = None,
 ) -> None:
     """Write a RELION 3.1 particles STAR file (one optics group).
 
     ``image_names`` are ``index@stack`` strings (1-based); ``psi`` in degrees; origins in pixels
     in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``). ``extra``
     adds columns (e.g. ``rlnMaxValueProbDistribution``). Scalars are broadcast.
+    ``optics_extra`` adds optics-group columns (e.g. ``rlnVoltage``).
     """
     names = [str(s) for s in np.atleast_1d(np.asarray(image_names))]
     n = len(names)
@@ -552,6 +592,7 @@ def write_particles_star(
             "rlnImagePixelSize": [float(pixel_size)],
             "rlnImageSize": [int(image_size)],
             "rlnImageDimensionality": [2],
+            **{k: [v] for k, v in (optics_extra or {}).items()},
         }
     )
     columns: dict[str, Any] = {

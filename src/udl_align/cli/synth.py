@@ -1,10 +1,24 @@
-"""Make seeded synthetic pairs with known transforms (``synth natural``)."""
+"""Make seeded synthetic data with known transforms: pairs from photographs (``synth
+natural``) or a particle stack from a class average or map (``synth cryoem``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from pathlib import Path
 
-from ..io import Pairs, check_writable, write_pairs
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import geometry
+from ..io import (
+    Pairs,
+    check_writable,
+    mrc_stack_writer,
+    write_mrc,
+    write_pairs,
+    write_particles_star,
+)
 from ..synth import generate_natural_pairs
 
 
@@ -29,9 +43,107 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     nat.add_argument("--test-percent", type=float, default=20.0,
                      help="share of photographs in the test split (default 20)")
     nat.add_argument("--quiet", action="store_true", help="no progress bar")
+    nat.set_defaults(make=natural)
+
+    cry = kinds.add_parser(
+        "cryoem",
+        help="a particle stack from a 2D class average or a 3D map",
+        description="Particles from a template (see udl_align.particles): isolated by a soft "
+        "mask, on a smooth random background, turned by an angle uniform in [0, 360) and "
+        "shifted by integers in [-max_shift, max_shift], optionally |CTF|-filtered, with "
+        "Gaussian noise for the SNR asked inside the particle mask. Writes STEM.mrcs, the clean "
+        "reference STEM_reference.mrc, and the true transforms as STEM.star (RELION 3.1).",
+    )
+    cry.add_argument("--template", required=True,
+                     help="class average (PNG/JPEG/TIFF/MRC) or 3D map (MRC, projected along "
+                     "one seeded random direction)")
+    cry.add_argument("--out", required=True, help="particle stack to write (.mrcs)")
+    cry.add_argument("--n", type=int, default=50000, help="number of particles (default 50000)")
+    cry.add_argument("--size", type=int, default=128, help="box size in px (default 128)")
+    cry.add_argument("--snr", type=float, default=0.1, help="SNR inside the mask (default 0.1)")
+    cry.add_argument("--max-shift", type=int, default=10, help="largest shift in px (default 10)")
+    cry.add_argument("--ctf", action="store_true",
+                     help="filter by |CTF|: 300 kV, Cs 2.7 mm, amplitude contrast 0.1, defocus "
+                     "uniform in 0.5-2 um per particle")
+    cry.add_argument("--pixel-size", type=float, default=None,
+                     help="A/px of the output (default: the template's header scaled to --size; "
+                     "2 A at the template's own size for PNG)")
+    cry.add_argument("--background", type=float, default=0.3,
+                     help="smooth random background, std relative to the particle's (default 0.3)")
+    cry.add_argument("--seed", type=int, default=0)
+    cry.add_argument("--quiet", action="store_true", help="no progress bar")
+    cry.set_defaults(make=cryoem)
 
 
 def main(args: argparse.Namespace) -> int:
+    return args.make(args)
+
+
+def cryoem(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..particles import ParticleSynth, load_template
+
+    if args.n < 1 or args.size < 16:
+        raise InputError("--n must be at least 1 and --size at least 16")
+    out = Path(args.out)
+    stem = out.with_suffix("") if out.suffix else out
+    stack, reference, star = (out if out.suffix else out.with_suffix(".mrcs"),
+                              Path(f"{stem}_reference.mrc"), stem.with_suffix(".star"))
+    for path in (stack, reference, star):
+        check_writable(path)
+    template = load_template(args.template, args.size, args.pixel_size, args.max_shift,
+                             args.seed)
+    synth = ParticleSynth(template, snr=args.snr, max_shift=args.max_shift, ctf=args.ctf,
+                          background=args.background, seed=args.seed)
+    # the stack streams to a temporary file that is renamed last; if anything fails, the
+    # reference and STAR written before it are removed again: no partial output
+    written: list[Path] = []
+    try:
+        _write_cryoem(args, synth, template, stack, reference, star, written)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    print(f"wrote {args.n} particles of {args.size} px ({template.pixel_size:.3g} A/px, SNR "
+          f"{args.snr:g}{', |CTF|' if args.ctf else ''}) to {stack}, the reference to "
+          f"{reference} and the true transforms to {star}")
+    return 0
+
+
+def _write_cryoem(args, synth, template, stack: Path, reference: Path, star: Path,
+                  written: list[Path]) -> None:
+    angle, tx, ty, defocus = (np.empty(args.n) for _ in range(4))
+    with contextlib.ExitStack() as outputs:
+        put = outputs.enter_context(mrc_stack_writer(stack, args.n, args.size,
+                                                     template.pixel_size))
+        bar = outputs.enter_context(tqdm(total=args.n, desc="synth cryoem", unit="particle",
+                                         disable=args.quiet))
+        start = 0
+        for batch in synth.chunks(args.n):
+            k = len(batch.images)
+            put(start, batch.images)
+            for dst, src in ((angle, batch.angle), (tx, batch.tx), (ty, batch.ty),
+                             (defocus, batch.defocus_um)):
+                dst[start : start + k] = src
+            start += k
+            bar.update(k)
+        write_mrc(reference, template.reference, template.pixel_size, stack=False)
+        written.append(reference)
+        psi, origin_x, origin_y = geometry.to_relion(geometry.Rigid.of(angle, tx, ty))
+        extra = {}
+        optics = {}
+        if args.ctf:
+            extra = {"rlnDefocusU": defocus * 1e4, "rlnDefocusV": defocus * 1e4,
+                     "rlnDefocusAngle": 0.0, "rlnCtfPhaseFlipped": 1}
+            optics = {"rlnVoltage": 300.0, "rlnSphericalAberration": 2.7,
+                      "rlnAmplitudeContrast": 0.1}
+        names = [f"{i + 1}@{stack.name}" for i in range(args.n)]
+        write_particles_star(star, names, psi, origin_x, origin_y, template.pixel_size,
+                             args.size, extra=extra, optics_extra=optics)
+        written.append(star)
+
+
+def natural(args: argparse.Namespace) -> int:
     check_writable(args.out)
     batch, meta = generate_natural_pairs(
         args.images,

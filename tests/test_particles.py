@@ -1,0 +1,117 @@
+"""Synthetic cryo-EM particles: SNR, the STAR/MRC they are written to, and the RELION truth."""
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+from PIL import Image
+
+from udl_align import geometry as g
+from udl_align.ctf import ctf, electron_wavelength
+from udl_align.particles import ParticleSynth, isolate, load_template, measured_snr
+
+
+def blob_average(n: int = 64) -> np.ndarray:
+    """A class-average-like picture: an asymmetric blob on a grey background, with noise."""
+    yy, xx = g.centred_grid(n)
+    img = 0.4 + 0.5 * np.exp(-((xx - 4) ** 2 / 60 + (yy + 2) ** 2 / 150))
+    img += 0.3 * np.exp(-((xx + 6) ** 2 + (yy - 8) ** 2) / 12)
+    return (img + 0.01 * np.random.default_rng(0).standard_normal((n, n))).astype(np.float32)
+
+
+@pytest.fixture
+def template_png(tmp_path):
+    path = tmp_path / "average.png"
+    Image.fromarray((blob_average() * 255).clip(0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_isolate_finds_the_particle_and_zeroes_the_background():
+    particle, mask, radius = isolate(blob_average(), max_shift=4)
+    assert 12 <= radius <= 28
+    assert abs(particle[0, 0]) < 1e-6 and mask[32, 32] == 1.0
+
+
+@pytest.mark.parametrize("ctf_on", [False, True])
+def test_particles_have_the_snr_asked_for(template_png, ctf_on):
+    t = load_template(template_png, 64, max_shift=4)
+    synth = ParticleSynth(t, snr=0.1, max_shift=4, ctf=ctf_on, seed=3)
+    batch = next(synth.chunks(40, keep_clean=True))
+    snr = measured_snr(batch.clean, batch.images, batch.masks)
+    assert abs(np.mean(snr) - 0.1) < 0.003
+    assert batch.images.dtype == np.float32 and batch.images.shape == (40, 64, 64)
+
+
+def test_truth_takes_the_reference_onto_the_particle(template_png):
+    t = load_template(template_png, 64, max_shift=4)
+    synth = ParticleSynth(t, snr=1e6, max_shift=4, background=0.0, seed=1)
+    batch = next(synth.chunks(5))
+    for i in range(5):
+        moved = g.apply(t.reference, (batch.angle[i], batch.tx[i], batch.ty[i]))
+        assert np.abs(moved - batch.images[i]).max() < 0.01 * np.abs(moved).max()
+
+
+def test_ctf_physics():
+    assert electron_wavelength(300) == pytest.approx(0.019687, rel=1e-4)
+    # no Cs, no amplitude contrast: the first zero sits where pi * lambda * dz * k^2 = pi
+    h = ctf(256, 1.0, 1.0, cs_mm=0.0, amplitude_contrast=0.0)[0]
+    k = np.fft.rfftfreq(256, 1.0)
+    crossing = np.nonzero(np.sign(h[2:]) != np.sign(h[1:-1]))[0][0] + 1  # chi passes pi
+    first_zero = 0.5 * (k[crossing] + k[crossing + 1])
+    assert first_zero == pytest.approx(1 / np.sqrt(electron_wavelength(300) * 1e4), rel=0.05)
+
+
+def test_synth_cryoem_writes_stack_reference_and_relion_star(template_png, tmp_path):
+    from udl_align.cli import main
+
+    out = tmp_path / "parts.mrcs"
+    assert main(["synth", "cryoem", "--template", str(template_png), "--out", str(out), "--n",
+                 "7", "--size", "64", "--max-shift", "4", "--ctf", "--pixel-size", "1.5",
+                 "--quiet"]) == 0
+    with mrcfile.open(out) as mrc:
+        assert mrc.data.shape == (7, 64, 64) and mrc.is_image_stack()
+        assert mrc.voxel_size.x == pytest.approx(1.5)
+        stack = np.array(mrc.data)
+    with mrcfile.open(tmp_path / "parts_reference.mrc") as mrc:
+        assert mrc.data.shape == (64, 64) and mrc.voxel_size.x == pytest.approx(1.5)
+    star = starfile.read(tmp_path / "parts.star")
+    optics, particles = star["optics"], star["particles"]
+    assert optics["rlnImagePixelSize"][0] == pytest.approx(1.5)
+    assert list(particles["rlnImageName"]) == [f"{i}@parts.mrcs" for i in range(1, 8)]
+    # the same particles, made again in memory: the STAR holds their truth in RELION's sense
+    t = load_template(template_png, 64, 1.5, 4, seed=0)
+    batch = next(ParticleSynth(t, max_shift=4, ctf=True, seed=0).chunks(7))
+    assert np.allclose(stack, batch.images, atol=1e-5)
+    truth = g.from_relion(particles["rlnAnglePsi"], particles["rlnOriginXAngst"] / 1.5,
+                          particles["rlnOriginYAngst"] / 1.5)
+    assert np.allclose(g.angle_difference(truth.angle, batch.angle), 0, atol=1e-4)
+    assert np.allclose(truth.tx, batch.tx) and np.allclose(truth.ty, batch.ty)
+    assert np.allclose(particles["rlnDefocusU"], batch.defocus_um * 1e4)
+
+
+def test_a_map_is_projected(tmp_path):
+    from udl_align.io import write_mrc
+
+    vol = np.zeros((32, 32, 32), np.float32)
+    vol[10:20, 12:18, 14:24] = 1.0
+    write_mrc(tmp_path / "map.mrc", vol, pixel_size=3.0, stack=False)
+    t = load_template(tmp_path / "map.mrc", 32, max_shift=2, seed=5)
+    assert t.reference.shape == (32, 32) and t.pixel_size == pytest.approx(3.0)
+    assert len(t.info["projection"]["euler_zyz_deg"]) == 3
+
+
+def test_bad_templates_give_one_line_and_no_output(tmp_path, capsys):
+    from udl_align.cli import main
+
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((20, 30), np.uint8) + 7).save(wide)
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.zeros((30, 30), np.uint8) + 7).save(flat)
+    for template, phrase in ((wide, "not a square"), (flat, "blank"),
+                             (tmp_path / "none.png", "no such file")):
+        out = tmp_path / "o.mrcs"
+        assert main(["synth", "cryoem", "--template", str(template), "--out", str(out), "--n",
+                     "3", "--size", "32", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and phrase in err[0], err
+        assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
