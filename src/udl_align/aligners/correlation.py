@@ -286,6 +286,20 @@ def best_angle(
     return angles[rows, idx] + off * step, idx
 
 
+def correntropy(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mean(exp(-(x - y)^2))`` over ``mask`` after normalising each image inside it (zero
+    mean, unit variance): a Gaussian kernel of width ``sigma = 1/sqrt(2)`` in units of each
+    image's standard deviation. 1 for identical images; noise pulls it down."""
+    wsum = mask.sum()
+
+    def norm(v):
+        mean = (v * mask).sum(dim=(-2, -1), keepdim=True) / wsum
+        var = ((v - mean) ** 2 * mask).sum(dim=(-2, -1), keepdim=True) / wsum
+        return (v - mean) / var.clamp_min(1e-12).sqrt()
+
+    return (torch.exp(-((norm(x) - norm(y)) ** 2)) * mask).sum(dim=(-2, -1)) / wsum
+
+
 @dataclass
 class Estimate:
     """Per-pair result of an aligner: the transform taking ``a`` onto ``b`` and a score."""

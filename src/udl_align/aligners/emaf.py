@@ -14,7 +14,7 @@ import torch
 
 from .. import geometry
 from .base import Aligner
-from .correlation import Estimate, mask_radius, shift_step
+from .correlation import Estimate, correntropy, mask_radius, shift_step
 from .spectral import centred_magnitude, low_band
 
 
@@ -33,18 +33,6 @@ def spectrum_orientation(power: torch.Tensor, radius: float) -> torch.Tensor:
     myy = (w * ky * ky).sum(dim=(-2, -1))
     mxy = (w * kx * ky).sum(dim=(-2, -1))
     return torch.rad2deg(0.5 * torch.atan2(2.0 * mxy, mxx - myy))
-
-
-def correntropy(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``mean(exp(-(x - y)^2))`` over ``mask`` after normalising each image inside it."""
-    wsum = mask.sum()
-
-    def norm(v):
-        mean = (v * mask).sum(dim=(-2, -1), keepdim=True) / wsum
-        var = ((v - mean) ** 2 * mask).sum(dim=(-2, -1), keepdim=True) / wsum
-        return (v - mean) / var.clamp_min(1e-12).sqrt()
-
-    return (torch.exp(-((norm(x) - norm(y)) ** 2)) * mask).sum(dim=(-2, -1)) / wsum
 
 
 class Emaf(Aligner):
