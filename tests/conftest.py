@@ -45,3 +45,11 @@ def textured_pairs(photo):
         b.append(pb)
         truth.append((ang, tx, ty))
     return np.stack(a), np.stack(b), np.array(truth)
+
+
+def blob_average(n: int = 64) -> np.ndarray:
+    """A class-average-like picture: an asymmetric blob on a grey background, with noise."""
+    yy, xx = geometry.centred_grid(n)
+    img = 0.4 + 0.5 * np.exp(-((xx - 4) ** 2 / 60 + (yy + 2) ** 2 / 150))
+    img += 0.3 * np.exp(-((xx + 6) ** 2 + (yy - 8) ** 2) / 12)
+    return (img + 0.01 * np.random.default_rng(0).standard_normal((n, n))).astype(np.float32)

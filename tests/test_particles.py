@@ -6,17 +6,10 @@ import pytest
 import starfile
 from PIL import Image
 
+from conftest import blob_average
 from udl_align import geometry as g
 from udl_align.ctf import ctf, electron_wavelength
 from udl_align.particles import ParticleSynth, isolate, load_template, measured_snr
-
-
-def blob_average(n: int = 64) -> np.ndarray:
-    """A class-average-like picture: an asymmetric blob on a grey background, with noise."""
-    yy, xx = g.centred_grid(n)
-    img = 0.4 + 0.5 * np.exp(-((xx - 4) ** 2 / 60 + (yy + 2) ** 2 / 150))
-    img += 0.3 * np.exp(-((xx + 6) ** 2 + (yy - 8) ** 2) / 12)
-    return (img + 0.01 * np.random.default_rng(0).standard_normal((n, n))).astype(np.float32)
 
 
 @pytest.fixture

@@ -291,9 +291,14 @@ class MrcStack:
         return self.n
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        out = np.array(self._stack[index], dtype=np.float32)  # copy: never hand out the mmap
+        out = self.raw(index)
         check_finite(out, self.path)
         return out
+
+    def raw(self, index: Any) -> np.ndarray:
+        """Like ``stack[index]`` but without the NaN/Inf check: for particle stacks, whose
+        bad images are skipped and counted rather than fatal."""
+        return np.array(self._stack[index], dtype=np.float32)  # copy: never the mmap itself
 
     def close(self) -> None:
         """Release the file (and its memory map)."""
@@ -344,6 +349,20 @@ def write_mrc(
                 mrc.set_image_stack()
             else:
                 mrc.set_volume()
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[list[Path]]:
+    """For commands with several outputs: append each finished output's path to the yielded
+    list; if the block fails, those files are removed again, so no partial output remains."""
+    finished: list[Path] = []
+    try:
+        yield finished
+    except BaseException:
+        for path in finished:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        raise
 
 
 @contextlib.contextmanager

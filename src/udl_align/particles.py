@@ -163,7 +163,7 @@ class ParticleSynth:
         snr: float = 0.1,
         max_shift: int = 10,
         ctf: bool = False,
-        background: float = 0.3,
+        background: float = 0.1,
         defocus_um: tuple[float, float] = (0.5, 2.0),
         seed: int = 0,
     ) -> None:

@@ -1,4 +1,5 @@
-"""Estimate the transform taking a[i] onto b[i] for every pair of a pairs file."""
+"""Align pairs (the transform taking a[i] onto b[i]) or every particle of a stack to a
+reference (RELION STAR, aligned stack and average out)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from ..io import check_writable, read_pairs, write_estimates
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pairs", required=True, help="pairs file (.npz)")
-    parser.add_argument("--out", required=True, help="estimates to write (.csv)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pairs", help="pairs file (.npz); writes --out")
+    what.add_argument("--stack", help="particles: an MRC stack (.mrcs/.mrc) or a STAR file "
+                      "naming stacks; aligned to --reference, outputs in --out-dir")
+    parser.add_argument("--out", help="with --pairs: estimates to write (.csv)")
+    parser.add_argument("--reference", help="with --stack: the reference image (MRC or PNG), "
+                        "the particles' size")
+    parser.add_argument("--out-dir", help="with --stack: where particles.star, aligned.mrcs, "
+                        "average.mrc and average.png go")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--model", help="checkpoint from udl-align train, or 'default' (the "
                      "shipped natural-image model)")
@@ -36,7 +44,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "off (default 0.25)")
     parser.add_argument("--angle-step", type=float, default=1.0,
                         help="bruteforce angle grid, degrees (default 1)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="pairs or particles per batch (default 16)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -55,21 +64,50 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
     return options
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.refine and not args.model:
-        raise InputError("--refine refines a network's angle: use it with --model")
-    check_writable(args.out)
-    pairs = read_pairs(args.pairs)
-    max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
+def make(args: argparse.Namespace, max_shift: float | None):
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA device is available")
     if args.model:
-        aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
-    else:
-        aligner = make_aligner(args.method, **aligner_options(args, max_shift))
+        return NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
+    return make_aligner(args.method, **aligner_options(args, max_shift))
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.refine and not args.model:
+        raise InputError("--refine refines a network's angle: use it with --model")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    return align_particles(args) if args.stack else align_pairs(args)
+
+
+def align_particles(args: argparse.Namespace) -> int:
+    from ..stack_align import align_stack, read_reference
+    from ..stacks import open_particles
+
+    if not args.reference or not args.out_dir:
+        raise InputError("--stack needs --reference and --out-dir")
+    particles = open_particles(args.stack)
+    reference = read_reference(args.reference, particles.size)
+    aligner = make(args, args.max_shift)
+    summary = align_stack(particles, reference, aligner, args.out_dir,
+                          batch_size=args.batch_size, progress=not args.quiet)
+    print(f"aligned {summary['aligned']} of {summary['particles']} particles with "
+          f"{aligner.name} at {summary['particles_per_s']:.1f} particles/s (mean correntropy "
+          f"{summary['mean_correntropy']:.3f}); wrote particles.star, aligned.mrcs, "
+          f"average.mrc and average.png to {args.out_dir}")
+    return 0
+
+
+def align_pairs(args: argparse.Namespace) -> int:
+    if not args.out:
+        raise InputError("--pairs needs --out")
+    check_writable(args.out)
+    pairs = read_pairs(args.pairs)
+    max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
+    aligner = make(args, max_shift)
     est, seconds = run_aligner(aligner, pairs.a, pairs.b, batch_size=args.batch_size,
                                progress=not args.quiet, desc=f"align {aligner.name}")
     write_estimates(args.out, est.angle, est.tx, est.ty,

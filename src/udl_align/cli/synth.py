@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .. import geometry
 from ..io import (
     Pairs,
+    all_or_nothing,
     check_writable,
     mrc_stack_writer,
     write_mrc,
@@ -68,8 +69,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     cry.add_argument("--pixel-size", type=float, default=None,
                      help="A/px of the output (default: the template's header scaled to --size; "
                      "2 A at the template's own size for PNG)")
-    cry.add_argument("--background", type=float, default=0.3,
-                     help="smooth random background, std relative to the particle's (default 0.3)")
+    cry.add_argument("--background", type=float, default=0.1,
+                     help="smooth random background, std relative to the particle's (default "
+                     "0.1; 0 for none)")
     cry.add_argument("--seed", type=int, default=0)
     cry.add_argument("--quiet", action="store_true", help="no progress bar")
     cry.set_defaults(make=cryoem)
@@ -88,7 +90,7 @@ def cryoem(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = out.with_suffix("") if out.suffix else out
     stack, reference, star = (out if out.suffix else out.with_suffix(".mrcs"),
-                              Path(f"{stem}_reference.mrc"), stem.with_suffix(".star"))
+                              Path(f"{stem}_reference.mrc"), Path(f"{stem}.star"))
     for path in (stack, reference, star):
         check_writable(path)
     template = load_template(args.template, args.size, args.pixel_size, args.max_shift,
@@ -97,13 +99,8 @@ def cryoem(args: argparse.Namespace) -> int:
                           background=args.background, seed=args.seed)
     # the stack streams to a temporary file that is renamed last; if anything fails, the
     # reference and STAR written before it are removed again: no partial output
-    written: list[Path] = []
-    try:
+    with all_or_nothing() as written:
         _write_cryoem(args, synth, template, stack, reference, star, written)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     print(f"wrote {args.n} particles of {args.size} px ({template.pixel_size:.3g} A/px, SNR "
           f"{args.snr:g}{', |CTF|' if args.ctf else ''}) to {stack}, the reference to "
           f"{reference} and the true transforms to {star}")

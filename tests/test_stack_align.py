@@ -1,0 +1,84 @@
+"""align --stack: a particle stack against a reference, RELION STAR / aligned stack / average."""
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+from PIL import Image
+
+from conftest import blob_average
+from udl_align import geometry as g
+from udl_align.cli import main
+
+
+@pytest.fixture
+def stack(tmp_path, request):
+    """12 particles of 48 px at SNR 10 with their truth (STAR) and reference (with |CTF|
+    when the test is marked ``ctf``)."""
+    ctf = ["--ctf"] if request.node.get_closest_marker("ctf") else []
+    png = tmp_path / "average.png"
+    Image.fromarray((blob_average(48) * 255).clip(0, 255).astype(np.uint8)).save(png)
+    out = tmp_path / "parts.mrcs"
+    assert main(["synth", "cryoem", "--template", str(png), "--out", str(out), "--n", "12",
+                 "--size", "48", "--max-shift", "3", "--snr", "10", *ctf, "--background", "0",
+                 "--pixel-size",
+                 "2.5", "--quiet"]) == 0
+    return out
+
+
+def run_align(source, reference, out_dir, *extra):
+    return main(["align", "--stack", str(source), "--reference", str(reference), "--out-dir",
+                 str(out_dir), "--method", "bruteforce", "--max-shift", "3", "--quiet", *extra])
+
+
+def test_stack_is_aligned_to_its_reference(stack, tmp_path):
+    out = tmp_path / "aligned"
+    assert run_align(stack, tmp_path / "parts_reference.mrc", out) == 0
+    est = starfile.read(out / "particles.star")
+    truth = starfile.read(tmp_path / "parts.star")["particles"]
+    rows = est["particles"]
+    assert list(rows["rlnImageName"]) == list(truth["rlnImageName"])
+    assert est["optics"]["rlnImagePixelSize"][0] == pytest.approx(2.5)
+    assert g.angle_error(rows["rlnAnglePsi"], truth["rlnAnglePsi"]).max() < 2.0  # measured 1.2
+    assert np.abs(rows["rlnOriginXAngst"] - truth["rlnOriginXAngst"]).max() < 2.5  # 1 px
+    assert (rows["rlnUdlCorrentropy"] > 0.3).all()
+    with mrcfile.open(out / "aligned.mrcs") as m:
+        assert m.data.shape == (12, 48, 48)
+    with mrcfile.open(out / "average.mrc") as m:
+        average = np.array(m.data)
+        assert m.voxel_size.x == pytest.approx(2.5)
+    with mrcfile.open(tmp_path / "parts_reference.mrc") as m:
+        reference = np.array(m.data)
+    assert np.corrcoef(average.ravel(), reference.ravel())[0, 1] > 0.9
+    assert (out / "average.png").stat().st_size > 0
+
+
+@pytest.mark.ctf
+def test_star_input_keeps_its_columns_and_nan_particles_are_skipped(stack, tmp_path, capsys):
+    with mrcfile.open(stack, mode="r+") as m:
+        m.data[4, 10, 10] = np.nan
+    out = tmp_path / "from_star"
+    assert run_align(tmp_path / "parts.star", tmp_path / "parts_reference.mrc", out) == 0
+    assert "1 of 12 particles have NaN/Inf pixels" in capsys.readouterr().out
+    rows = starfile.read(out / "particles.star")["particles"]
+    assert len(rows) == 11 and "5@parts.mrcs" not in set(rows["rlnImageName"])
+    assert "rlnDefocusU" in rows.columns  # the input STAR's own columns are kept
+    with mrcfile.open(out / "aligned.mrcs") as m:
+        assert m.data.shape[0] == 11
+
+
+def test_bad_stack_input_gives_one_line_and_no_output(stack, tmp_path, capsys):
+    small = tmp_path / "small.mrc"
+    with mrcfile.new(small) as m:
+        m.set_data(np.ones((32, 32), np.float32))
+    missing = tmp_path / "missing.star"
+    missing.write_text("data_particles\n\nloop_\n_rlnImageName #1\n1@gone.mrcs\n")
+    cases = ((stack, small, "reference is 32 px but the particles are 48 px"),
+             (missing, tmp_path / "parts_reference.mrc", "names a missing stack: gone.mrcs"),
+             (tmp_path / "nope.mrcs", small, "no such file"))
+    for source, reference, phrase in cases:
+        out = tmp_path / "out"
+        assert run_align(source, reference, out) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and phrase in err[0], err
+        assert not out.exists() or not any(out.iterdir())
