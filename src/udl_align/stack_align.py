@@ -60,6 +60,42 @@ def read_reference(path: str | Path, size: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
+def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
+                    batch_size: int, progress: bool = False, desc: str | None = None):
+    """Align the finite particles batch by batch; yields ``(index, estimate, aligned, score,
+    seconds)``: input positions, the :class:`Estimate`, the particles brought onto the
+    reference ``(k, N, N)`` tensor, their correntropy to it, and the time it took."""
+    size = particles.size
+    s = aligner.shift_range(size)
+    mask = torch.as_tensor(geometry.soft_circular_mask(size, mask_radius(size, s), edge=2.0))
+    ref_t = torch.as_tensor(reference)
+    with tqdm(total=particles.n, desc=desc or f"align {aligner.name}", unit="particle",
+              disable=not progress) as bar:
+        for start, images, finite in particles.batches(batch_size):
+            good = images[finite]
+            if len(good):
+                t0 = time.perf_counter()
+                est = aligner.estimate(np.repeat(reference[None], len(good), 0), good)
+                back = geometry.invert(geometry.Rigid.of(est.angle, est.tx, est.ty))
+                aligned = geometry.warp(torch.as_tensor(good), back.angle, back.tx, back.ty,
+                                        mode="bicubic")
+                score = correntropy(aligned, ref_t[None], mask)
+                yield (start + np.nonzero(finite)[0], est, aligned, score.numpy(),
+                       time.perf_counter() - t0)
+            bar.update(len(images))
+
+
+def count_finite(particles: ParticleSet, batch_size: int, log=print) -> int:
+    """Particles without NaN/Inf pixels (one reading pass); warns with the count of the rest."""
+    good = sum(int(f.sum()) for _, _, f in particles.batches(batch_size))
+    if good < particles.n:
+        log(f"warning: {particles.n - good} of {particles.n} particles have NaN/Inf pixels and "
+            "are left out")
+    if good == 0:
+        raise InputError("no particle without NaN/Inf pixels", particles.path)
+    return good
+
+
 def align_stack(
     particles: ParticleSet,
     reference: np.ndarray,
@@ -74,42 +110,22 @@ def align_stack(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
     n, size = particles.n, particles.size
-    good_total = sum(int(f.sum()) for _, _, f in particles.batches(batch_size))
-    skipped = n - good_total
-    if skipped:
-        log(f"warning: {skipped} of {n} particles have NaN/Inf pixels and are left out")
-    if good_total == 0:
-        raise InputError("no particle without NaN/Inf pixels", particles.path)
-    s = aligner.shift_range(size)
-    mask = torch.as_tensor(geometry.soft_circular_mask(size, mask_radius(size, s), edge=2.0))
-    ref_t = torch.as_tensor(reference)
+    good_total = count_finite(particles, batch_size, log)
     keep, rigid, scores = [], [], []
     total = torch.zeros(size, size, dtype=torch.float64)
-    seconds = 0.0
+    seconds, written = 0.0, 0
     with all_or_nothing() as finished:
         with mrc_stack_writer(paths["aligned.mrcs"], good_total, size,
                               particles.pixel_size) as put:
-            written = 0
-            bar = tqdm(total=n, desc=f"align {aligner.name}", unit="particle",
-                       disable=not progress)
-            for start, images, finite in particles.batches(batch_size):
-                good = images[finite]
-                if len(good):
-                    t0 = time.perf_counter()
-                    est = aligner.estimate(np.repeat(reference[None], len(good), 0), good)
-                    back = geometry.invert(geometry.Rigid.of(est.angle, est.tx, est.ty))
-                    aligned = geometry.warp(torch.as_tensor(good), back.angle, back.tx,
-                                            back.ty, mode="bicubic")
-                    score = correntropy(aligned, ref_t[None], mask)
-                    seconds += time.perf_counter() - t0
-                    put(written, aligned.numpy())
-                    written += len(good)
-                    total += aligned.double().sum(dim=0)
-                    keep.append(start + np.nonzero(finite)[0])
-                    rigid.append((est.angle, est.tx, est.ty))
-                    scores.append(score.numpy())
-                bar.update(len(images))
-            bar.close()
+            for index, est, aligned, score, took in aligned_batches(
+                    particles, reference, aligner, batch_size, progress):
+                put(written, aligned.numpy())
+                written += len(index)
+                total += aligned.double().sum(dim=0)
+                keep.append(index)
+                rigid.append((est.angle, est.tx, est.ty))
+                scores.append(score)
+                seconds += took
             index = np.concatenate(keep)
             angle, tx, ty = (np.concatenate([r[i] for r in rigid]) for i in range(3))
             score = np.concatenate(scores).astype(np.float64)
@@ -121,7 +137,7 @@ def align_stack(
             plot_average(reference, average, paths["average.png"], good_total,
                          float(score.mean()))
             finished.append(paths["average.png"])
-    return {"particles": n, "aligned": good_total, "skipped": skipped,
+    return {"particles": n, "aligned": good_total, "skipped": n - good_total,
             "mean_correntropy": float(score.mean()), "particles_per_s": good_total / seconds,
             "out_dir": str(out_dir)}
 
