@@ -8,7 +8,8 @@ transform taking the reference onto the particle: RELION's sense of a pose, conv
   ``rlnImageName``, ``rlnAnglePsi``, ``rlnOriginXAngst``/``YAngst`` and the score
   ``rlnUdlCorrentropy``; the input STAR's other columns (defocus, ...) are kept;
 * ``aligned.mrcs``: each particle brought onto the reference (``apply(p, T^-1)``, bicubic);
-* ``average.mrc`` (the input's pixel size) and ``average.png`` (reference beside average).
+* ``average.mrc`` (the input's pixel size) and ``average.png`` (reference beside average);
+* ``align.json``: counts, mean correntropy, particles/s, and how the reference was made.
 
 The score is the correntropy ``mean(exp(-(x - y)^2))`` between the aligned particle and the
 reference inside the disc of radius ``N/2 - max_shift - 1``, each normalised there to zero
@@ -42,7 +43,13 @@ from .io import (
 )
 from .stacks import ParticleSet
 
-OUTPUTS = ("particles.star", "aligned.mrcs", "average.mrc", "average.png")
+
+def write_json(data: dict, path: Path) -> None:
+    from .compare import write_json as write
+
+    write(data, path)
+
+OUTPUTS = ("particles.star", "aligned.mrcs", "average.mrc", "average.png", "align.json")
 
 
 def read_reference(path: str | Path, size: int) -> np.ndarray:
@@ -104,8 +111,10 @@ def align_stack(
     batch_size: int = 64,
     progress: bool = True,
     log=print,
+    record: dict | None = None,
 ) -> dict:
-    """Align, write the four outputs, return a summary (counts, mean score, particles/s)."""
+    """Align, write the outputs, return the summary (counts, mean score, particles/s) that
+    ``align.json`` holds with ``record`` (e.g. how the reference was made)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
@@ -137,9 +146,15 @@ def align_stack(
             plot_average(reference, average, paths["average.png"], good_total,
                          float(score.mean()))
             finished.append(paths["average.png"])
-    return {"particles": n, "aligned": good_total, "skipped": n - good_total,
-            "mean_correntropy": float(score.mean()), "particles_per_s": good_total / seconds,
-            "out_dir": str(out_dir)}
+            summary = {"particles": n, "aligned": good_total, "skipped": n - good_total,
+                       "mean_correntropy": float(score.mean()),
+                       "correntropy": "mean(exp(-(x - y)^2)), both normalised to zero mean and "
+                       "unit variance inside the disc of radius N/2 - max_shift - 1",
+                       "particles_per_s": good_total / seconds, "aligner": aligner.name,
+                       "input": str(particles.path), **(record or {})}
+            write_json(summary, paths["align.json"])
+            finished.append(paths["align.json"])
+    return summary
 
 
 def write_star(path: Path, particles: ParticleSet, index: np.ndarray, angle: np.ndarray,

@@ -34,6 +34,12 @@ class ParticleSet:
     def n(self) -> int:
         return len(self.names)
 
+    def subset(self, index: np.ndarray) -> ParticleSet:
+        """The particles at ``index`` (input positions), in that order."""
+        rows = None if self.rows is None else self.rows.iloc[index].reset_index(drop=True)
+        return ParticleSet(self.path, self.stack_path[index], self.stack_index[index],
+                           [self.names[i] for i in index], self.size, self.pixel_size, rows)
+
     def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, images (k, N, N) float32, finite (k,) bool)`` in input order. A particle
         with NaN or Inf pixels comes as ``finite=False`` (the caller skips and counts it)."""

@@ -20,7 +20,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       "naming stacks; aligned to --reference, outputs in --out-dir")
     parser.add_argument("--out", help="with --pairs: estimates to write (.csv)")
     parser.add_argument("--reference", help="with --stack: the reference image (MRC or PNG), "
-                        "the particles' size")
+                        "the particles' size; without it, one is made from the stack "
+                        "(reference-free: seed from a random subset, then align-and-average "
+                        "rounds)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="reference-free: at most this many align-and-average rounds "
+                        "(default 5; stops early when the angles settle)")
     parser.add_argument("--out-dir", help="with --stack: where particles.star, aligned.mrcs, "
                         "average.mrc and average.png go")
     how = parser.add_mutually_exclusive_group(required=True)
@@ -87,13 +92,23 @@ def align_particles(args: argparse.Namespace) -> int:
     from ..stack_align import align_stack, read_reference
     from ..stacks import open_particles
 
-    if not args.reference or not args.out_dir:
-        raise InputError("--stack needs --reference and --out-dir")
+    if not args.out_dir:
+        raise InputError("--stack needs --out-dir")
+    if args.rounds < 1:
+        raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     particles = open_particles(args.stack)
-    reference = read_reference(args.reference, particles.size)
     aligner = make(args, args.max_shift)
+    if args.reference:
+        reference = read_reference(args.reference, particles.size)
+        record = {"reference": args.reference}
+    else:
+        from ..reference_free import reference_free
+
+        reference, history = reference_free(particles, aligner, args.batch_size,
+                                            rounds=args.rounds, progress=not args.quiet)
+        record = {"reference": "reference-free", "rounds": history}
     summary = align_stack(particles, reference, aligner, args.out_dir,
-                          batch_size=args.batch_size, progress=not args.quiet)
+                          batch_size=args.batch_size, progress=not args.quiet, record=record)
     print(f"aligned {summary['aligned']} of {summary['particles']} particles with "
           f"{aligner.name} at {summary['particles_per_s']:.1f} particles/s (mean correntropy "
           f"{summary['mean_correntropy']:.3f}); wrote particles.star, aligned.mrcs, "
