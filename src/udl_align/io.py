@@ -234,29 +234,34 @@ def read_npy(path: PathLike) -> np.ndarray:
 
 
 class MrcStack:
-    """A lazily read (memory-mapped) MRC image stack; a 2-D MRC is a stack of one.
+    """A lazily read MRC image stack; a 2-D MRC is a stack of one.
 
     ``stack[i]`` gives an ``(N, N)`` float32 copy; ``stack[slice]`` or ``stack[int_array]`` a
     ``(k, N, N)`` copy. A 3-D file whose header marks it as a volume (space group not 0) and
     whose suffix is not ``.mrcs`` is refused unless ``allow_volume``, since its sections are not
     separate particle images.
+
+    The header is checked through ``mrcfile``; images are then read with plain file reads,
+    not through a memory map: pages of a map that were read count as resident memory, so
+    streaming through a large stack would look like (and, under pressure, act like) memory
+    growing with the stack.
     """
 
     def __init__(self, path: PathLike, allow_volume: bool = False) -> None:
         self.path = Path(path)
         _require_file(self.path)
         try:
-            self._mrc = mrcfile.mmap(self.path, mode="r", permissive=False)
+            mrc = mrcfile.mmap(self.path, mode="r", permissive=False)
         except Exception as exc:  # mrcfile raises ValueError for most corruption, OSError too
             raise InputError(f"not a readable MRC file: {_reason(exc)}", self.path) from exc
         try:
-            self._validate(allow_volume)
-        except BaseException:
-            self._mrc.close()
-            raise
+            self._validate(mrc, allow_volume)
+        finally:
+            mrc.close()
+        self._file = open(self.path, "rb")  # closed by close()
 
-    def _validate(self, allow_volume: bool) -> None:
-        data = self._mrc.data
+    def _validate(self, mrc: Any, allow_volume: bool) -> None:
+        data = mrc.data
         if data is None or data.size == 0:
             raise InputError("empty MRC", self.path)
         if data.dtype.kind not in "iuf":
@@ -267,25 +272,28 @@ class MrcStack:
             raise InputError(
                 f"images are not square ({data.shape[-2]}x{data.shape[-1]})", self.path
             )
-        if self._mrc.is_volume() and self.path.suffix.lower() != ".mrcs" and not allow_volume:
+        if mrc.is_volume() and self.path.suffix.lower() != ".mrcs" and not allow_volume:
             raise InputError("is a 3-D volume, expected a 2-D image or a stack", self.path)
-        self._stack = data if data.ndim == 3 else data[np.newaxis]
+        self._shape = (data.shape[0] if data.ndim == 3 else 1, data.shape[-2], data.shape[-1])
+        self._dtype = data.dtype
+        self._offset = mrc.header.nbytes + mrc.extended_header.nbytes
+        voxel = float(mrc.voxel_size.x)
+        self._pixel_size = voxel if voxel > 0 else 1.0
 
     @property
     def n(self) -> int:
         """Number of images."""
-        return int(self._stack.shape[0])
+        return int(self._shape[0])
 
     @property
     def size(self) -> int:
         """Image side N in pixels."""
-        return int(self._stack.shape[-1])
+        return int(self._shape[-1])
 
     @property
     def pixel_size(self) -> float:
         """Pixel size in Angstrom from the header (voxel_size.x); 1.0 when the header has 0."""
-        value = float(self._mrc.voxel_size.x)
-        return value if value > 0 else 1.0
+        return self._pixel_size
 
     def __len__(self) -> int:
         return self.n
@@ -298,11 +306,25 @@ class MrcStack:
     def raw(self, index: Any) -> np.ndarray:
         """Like ``stack[index]`` but without the NaN/Inf check: for particle stacks, whose
         bad images are skipped and counted rather than fatal."""
-        return np.array(self._stack[index], dtype=np.float32)  # copy: never the mmap itself
+        picked = np.arange(self.n)[index]
+        single = picked.ndim == 0
+        picked = np.atleast_1d(picked)
+        out = np.empty((len(picked), self._shape[1], self._shape[2]), np.float32)
+        per_image = self._shape[1] * self._shape[2]
+        # consecutive indices are read in one go
+        breaks = np.nonzero(np.diff(picked) != 1)[0] + 1
+        for run, first in zip(np.split(np.arange(len(picked)), breaks),
+                              picked[np.r_[0, breaks]], strict=True):
+            self._file.seek(self._offset + int(first) * per_image * self._dtype.itemsize)
+            block = np.fromfile(self._file, dtype=self._dtype, count=len(run) * per_image)
+            if block.size != len(run) * per_image:
+                raise InputError("is truncated (fewer bytes than its header says)", self.path)
+            out[run[0] : run[-1] + 1] = block.reshape(len(run), *self._shape[1:])
+        return out[0] if single else out
 
     def close(self) -> None:
-        """Release the file (and its memory map)."""
-        self._mrc.close()
+        """Release the file."""
+        self._file.close()
 
     def __enter__(self) -> MrcStack:
         return self
