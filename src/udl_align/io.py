@@ -409,11 +409,12 @@ def mrc_stack_writer(path: PathLike, n: int, size: int, pixel_size: float):
                     raise ValueError(f"block {block.shape} at {start} does not fit ({n}, "
                                      f"{size}, {size})")
                 f.seek(offset + start * size * size * dtype.itemsize)
-                f.write(block.tobytes())
+                block.tofile(f)  # no temporary copy: big short-lived buffers fragment the heap
                 stats["min"] = min(stats["min"], float(block.min()))
                 stats["max"] = max(stats["max"], float(block.max()))
-                stats["sum"] += float(block.sum(dtype=np.float64))
-                stats["sq"] += float(np.square(block, dtype=np.float64).sum())
+                for image in block.reshape(len(block), -1):  # per image: no float64 temporaries
+                    stats["sum"] += float(image.sum())
+                    stats["sq"] += float(np.dot(image, image))
                 stats["count"] += block.size
 
             yield put
