@@ -186,7 +186,8 @@ def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 # the cpu preset's widths, 4x4 features
-TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride": 1}
+TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride": 1,
+           "pools": [True, True, True, False]}
 
 
 def toy_train(tmp_path, signal: bool, steps: int = 300):
