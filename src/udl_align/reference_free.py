@@ -49,14 +49,13 @@ def average_aligned(particles: ParticleSet, reference: np.ndarray, aligner: Alig
     skipped particles) and mean correntropy."""
     total = torch.zeros(particles.size, particles.size, dtype=torch.float64)
     angle = np.full(particles.n, np.nan)
-    scores, count = [], 0
-    for index, est, aligned, score, _ in aligned_batches(particles, reference, aligner,
-                                                         batch_size, progress, desc):
+    score = np.full(particles.n, np.nan)  # arrays made once (see stack_align.align_stack)
+    for index, est, aligned, scores, _ in aligned_batches(particles, reference, aligner,
+                                                          batch_size, progress, desc):
         total += aligned.double().sum(dim=0)
-        angle[index] = est.angle
-        scores.append(score)
-        count += len(index)
-    return (total / max(count, 1)).float().numpy(), angle, float(np.concatenate(scores).mean())
+        angle[index], score[index] = est.angle, scores
+    count = int(np.isfinite(score).sum())
+    return (total / max(count, 1)).float().numpy(), angle, float(np.nanmean(score))
 
 
 def reference_free(

@@ -87,7 +87,7 @@ def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Alig
                 aligned = geometry.warp(torch.as_tensor(good), back.angle, back.tx, back.ty,
                                         mode="bicubic")
                 score = correntropy(aligned, ref_t[None], mask)
-                yield (start + np.nonzero(finite)[0], est, aligned, score.numpy(),
+                yield (start + np.nonzero(finite)[0], est, aligned, score.numpy().copy(),
                        time.perf_counter() - t0)
             bar.update(len(images))
 
@@ -120,24 +120,24 @@ def align_stack(
     paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
     n, size = particles.n, particles.size
     good_total = count_finite(particles, batch_size, log)
-    keep, rigid, scores = [], [], []
+    # results go into arrays made once: small per-batch objects kept alive between the big
+    # temporaries of each batch fragment the heap (resident memory grew 3-4 MB per batch)
+    index = np.empty(good_total, np.int64)
+    angle, tx, ty, score = (np.empty(good_total) for _ in range(4))
     total = torch.zeros(size, size, dtype=torch.float64)
     seconds, written = 0.0, 0
     with all_or_nothing() as finished:
         with mrc_stack_writer(paths["aligned.mrcs"], good_total, size,
                               particles.pixel_size) as put:
-            for index, est, aligned, score, took in aligned_batches(
+            for where, est, aligned, scores, took in aligned_batches(
                     particles, reference, aligner, batch_size, progress):
                 put(written, aligned.numpy())
-                written += len(index)
+                rows = slice(written, written + len(where))
+                index[rows], score[rows] = where, scores
+                angle[rows], tx[rows], ty[rows] = est.angle, est.tx, est.ty
+                written += len(where)
                 total += aligned.double().sum(dim=0)
-                keep.append(index)
-                rigid.append((est.angle, est.tx, est.ty))
-                scores.append(score)
                 seconds += took
-            index = np.concatenate(keep)
-            angle, tx, ty = (np.concatenate([r[i] for r in rigid]) for i in range(3))
-            score = np.concatenate(scores).astype(np.float64)
             average = (total / good_total).float().numpy()
             write_mrc(paths["average.mrc"], average, particles.pixel_size, stack=False)
             finished.append(paths["average.mrc"])
