@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from . import geometry
 from .aligners.base import Aligner
 from .aligners.correlation import correntropy, mask_radius
+from .compare import save_figure, write_json
 from .errors import InputError
 from .io import (
     all_or_nothing,
@@ -42,12 +43,6 @@ from .io import (
     write_particles_star,
 )
 from .stacks import ParticleSet
-
-
-def write_json(data: dict, path: Path) -> None:
-    from .compare import write_json as write
-
-    write(data, path)
 
 OUTPUTS = ("particles.star", "aligned.mrcs", "average.mrc", "average.png", "align.json")
 
@@ -179,8 +174,6 @@ def plot_average(reference: np.ndarray, average: np.ndarray, path: Path, n: int,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .compare import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.7))
     for ax, img, title in ((axes[0], reference, "reference"),
