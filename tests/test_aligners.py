@@ -147,28 +147,41 @@ def test_cuda_matches_cpu(textured_pairs):
     assert g.angle_error(cpu.angle, gpu.angle).max() < 0.05
 
 
-def test_window_search_around_a_rough_angle(textured_pairs):
-    """The search restricted to centre +- half_width (how a network's angle is refined)."""
+def guided_inputs(textured_pairs):
+    from udl_align.aligners.guided import GuidedSearch
+
     a, b, truth = textured_pairs
     bf = BruteForce(max_shift=10)
     pa, pb = bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b))
+    return GuidedSearch(10), pa, pb, truth
+
+
+def test_guided_search_around_a_rough_angle(textured_pairs):
+    """The window around a prior a few degrees off (how a network's angle is refined)."""
+    search, pa, pb, truth = guided_inputs(textured_pairs)
     rough = torch.tensor(truth[:, 0] + np.array([9.0, -12.0, 4.0, -1.0, 13.5, 0.0, -7.0, 11.0]))
-    est = bf.search(pa, pb, centre=rough.float(), half_width=15.0)
-    ang, shift = errors(est, truth)
-    assert ang.max() < 0.5 and shift.max() < 0.5
+    ang, shift = errors(search(pa, pb, rough.float()), truth)
+    assert ang.max() < 0.2 and shift.max() < 0.3
 
 
-def test_window_search_widens_when_the_start_is_far_off(textured_pairs):
-    """A start 90 deg off usually puts the window's best at its edge: those pairs get the full
-    circle. (A false peak inside the window is not caught: measured 3 of these 8 pairs.)"""
-    a, b, truth = textured_pairs
-    bf = BruteForce(max_shift=10)
-    pa, pb = bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b))
+def test_guided_search_takes_the_whole_circle_when_told_or_at_the_window_edge(textured_pairs):
+    """A prior 90 deg off: said to be unsure, every pair gets the whole circle; said to be sure,
+    the pairs whose window peaks at its edge get it (a false peak inside the window is not
+    caught, so only some)."""
+    search, pa, pb, truth = guided_inputs(textured_pairs)
     far = torch.tensor(truth[:, 0] + 90.0).float()
-    est = bf.search(pa, pb, centre=far, half_width=15.0)
-    assert (errors(est, truth)[0] < 0.5).sum() >= 4
-    stuck = bf.search(pa, pb, centre=far, half_width=15.0, widen=False)
-    assert errors(stuck, truth)[0].min() > 20.0
+    told = search(pa, pb, far, unsure=torch.ones(len(far), dtype=torch.bool))
+    assert errors(told, truth)[0].max() < 0.2
+    trusted = errors(search(pa, pb, far), truth)[0]
+    assert (trusted < 0.2).sum() >= 3 and trusted.max() > 20.0
+
+
+def test_guided_search_polish_walks_to_the_peak(textured_pairs):
+    """Polishing from 1 deg off: the three fine angles slide until the peak is between them."""
+    search, pa, pb, truth = guided_inputs(textured_pairs)
+    start = torch.tensor(truth[:, 0] + np.array([1.0, -0.9, 0.6, -0.4, 0.0, 0.3, -1.0, 0.8]))
+    ang, shift = errors(search.polish(pa, pb, start.float()), truth)
+    assert ang.max() < 0.1 and shift.max() < 0.2
 
 
 @pytest.mark.parametrize("n", [63, 48])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .aligners import Aligner, run_aligner
+from .aligners import Aligner, run_side_by_side
 from .io import atomic_output
 from .metrics import score
 from .synth import generate_natural_pairs
@@ -24,9 +24,9 @@ def compare_on_photographs(
     max_shift: int = 10,
     seed: int = 0,
     split: str = "all",
-    batch_size: int = 16,
     progress: bool = True,
     keep_pairs: bool = False,
+    repeats: int = 2,
 ) -> dict:
     """``{"results": {condition: {method: score dict}}, "pairs": {...} (if keep_pairs)}``.
 
@@ -42,9 +42,9 @@ def compare_on_photographs(
         results[condition] = {}
         kept[condition] = {"a": batch.a, "b": batch.b, "angle": batch.angle, "tx": batch.tx,
                            "ty": batch.ty, "estimates": {}}
-        for name, aligner in methods.items():
-            est, seconds = run_aligner(aligner, batch.a, batch.b, batch_size=batch_size,
-                                       progress=progress, desc=f"{condition} {name}")
+        runs = run_side_by_side(methods, batch.a, batch.b, repeats=repeats, progress=progress,
+                                desc=condition)
+        for name, (est, seconds) in runs.items():
             results[condition][name] = score(batch.angle, batch.tx, batch.ty, est.angle, est.tx,
                                              est.ty, seconds)
             kept[condition]["estimates"][name] = est

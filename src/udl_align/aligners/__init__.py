@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Aligner, run_aligner
+from .base import Aligner, run_aligner, run_side_by_side
 from .bruteforce import BruteForce
 from .correlation import Estimate
 from .emaf import Emaf
@@ -19,4 +19,4 @@ def make_aligner(name: str, **options) -> Aligner:
 
 
 __all__ = ["Aligner", "Estimate", "BruteForce", "FourierMellin", "Emaf", "CLASSICAL",
-           "make_aligner", "run_aligner"]
+           "make_aligner", "run_aligner", "run_side_by_side"]

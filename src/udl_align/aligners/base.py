@@ -20,6 +20,7 @@ class Aligner:
     """
 
     name = "aligner"
+    batch_size = 16  # pairs per call that suit the method on a CPU (measured)
 
     def __init__(
         self,
@@ -62,11 +63,13 @@ def run_aligner(
     aligner: Aligner,
     a: np.ndarray,
     b: np.ndarray,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     desc: str | None = None,
 ) -> tuple[Estimate, np.ndarray]:
-    """Align all pairs in batches; returns the estimates and the seconds spent per pair."""
+    """Align all pairs in batches (``None``: the aligner's own size); returns the estimates and
+    the seconds spent per pair."""
+    batch_size = batch_size or aligner.batch_size
     parts, seconds = [], []
     n = len(a)
     with tqdm(total=n, desc=desc or aligner.name, unit="pair", disable=not progress) as bar:
@@ -80,3 +83,31 @@ def run_aligner(
             seconds.append(np.full(hi - lo, elapsed / (hi - lo)))
             bar.update(hi - lo)
     return Estimate.concat(parts), np.concatenate(seconds)
+
+
+def run_side_by_side(
+    aligners: dict[str, Aligner],
+    a: np.ndarray,
+    b: np.ndarray,
+    chunk: int = 64,
+    repeats: int = 1,
+    progress: bool = True,
+    desc: str | None = None,
+) -> dict[str, tuple[Estimate, np.ndarray]]:
+    """Every aligner on the same pairs, taking turns a ``chunk`` of pairs at a time (each in its
+    own batch size), so the slow and fast spells of a shared machine fall on all of them alike:
+    run one after the other, the same method's pairs/s varied by +-20% here. With ``repeats``
+    each chunk is timed that many times and the fastest counts (as ``timeit`` does: the slower
+    runs measure other programs). Returns ``{name: (estimates, seconds per pair)}``."""
+    parts: dict[str, tuple[list, list]] = {name: ([], []) for name in aligners}
+    n = len(a)
+    with tqdm(total=n, desc=desc or "side by side", unit="pair", disable=not progress) as bar:
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            for name, aligner in aligners.items():
+                runs = [run_aligner(aligner, a[lo:hi], b[lo:hi], progress=False)
+                        for _ in range(max(1, repeats))]
+                parts[name][0].append(runs[0][0])
+                parts[name][1].append(min((r[1] for r in runs), key=np.sum))
+            bar.update(hi - lo)
+    return {name: (Estimate.concat(e), np.concatenate(s)) for name, (e, s) in parts.items()}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from .. import geometry
 from .base import Aligner
 from .correlation import (
     Estimate,
@@ -21,10 +20,12 @@ from .correlation import (
     score_angles,
     top_peaks,
 )
+from .guided import cropped_size
 
 
 class BruteForce(Aligner):
     name = "bruteforce"
+    batch_size = 8  # its 90-angle chunks outgrow the caches above 8 pairs: 11% faster than at 16
 
     def __init__(
         self,
@@ -45,61 +46,20 @@ class BruteForce(Aligner):
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
         return self.search(a, b)
 
-    def search(
-        self,
-        a: torch.Tensor,
-        b: torch.Tensor,
-        centre: torch.Tensor | None = None,
-        half_width: float = 180.0,
-        widen: bool = True,
-    ) -> Estimate:
-        """The search on pre-processed images: the whole circle, or ``centre +- half_width``
-        per pair (``centre`` ``(B,)`` degrees; how a network's angle is refined). With
-        ``widen``, pairs whose best windowed angle sits at the window's edge are searched over
-        the whole circle."""
+    def search(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
+        """The whole-circle search on pre-processed images."""
         n = a.shape[-1]
         s = self.shift_range(n)
-        crop = self.search_size and self.search_size < n and n % 2 == 0
-        m = int(self.search_size) // 2 * 2 if crop else n
-        sa, sb = fourier_crop(a, m), fourier_crop(b, m)
-        ref = prepare_reference(sb, s * m / n)
-        step = self.angle_step
-        if centre is None or half_width >= 180.0:
-            k = int(round(360.0 / step))
-            step = 360.0 / k
-            grid = torch.arange(k, device=a.device, dtype=a.dtype) * step
-            base = torch.zeros(a.shape[0], device=a.device, dtype=a.dtype)
-            circular = True
-        else:
-            # turn each a to its centre once, then one shared grid of offsets for the batch
-            k = int(round(half_width / step))
-            grid = torch.arange(-k, k + 1, device=a.device, dtype=a.dtype) * step
-            base = centre.to(a.dtype)
-            sa = geometry.warp(sa, base, mode="bicubic")
-            circular = False
-        scores, _, _ = score_angles(sa, ref, grid, chunk=self.chunk)
-        if not circular and widen:
-            # the refinement judges itself: a best angle at the window's edge means the true
-            # one may lie outside, so those pairs get the full circle instead
-            best = scores.argmax(dim=1)
-            edge = (best <= 1) | (best >= grid.shape[0] - 2)
-            if edge.any():
-                outer = self.search(a[edge], b[edge])
-                keep = ~edge
-                if not keep.any():
-                    return outer
-                inner = self._finish(a[keep], b[keep], base[keep], grid, scores[keep], circular,
-                                     step)
-                return Estimate.merge(keep.cpu().numpy(), inner, outer)
-        return self._finish(a, b, base, grid, scores, circular, step)
-
-    def _finish(self, a, b, base, grid, scores, circular: bool, step: float) -> Estimate:
-        """From coarse scores ``(B, K)`` on ``base + grid`` to the final estimates."""
+        m = cropped_size(n, self.search_size)
+        ref = prepare_reference(fourier_crop(b, m), s * m / n)
+        k = int(round(360.0 / self.angle_step))
+        step = 360.0 / k
+        grid = torch.arange(k, device=a.device, dtype=a.dtype) * step
+        scores, _, _ = score_angles(fourier_crop(a, m), ref, grid, chunk=self.chunk)
         # the best few coarse peaks all go to full resolution: at low SNR the down-sampled
         # search sometimes ranks the right basin second
-        starts = base[:, None] + grid[top_peaks(scores, self.candidates, circular)]
+        starts = grid[top_peaks(scores, self.candidates)]
         # +-2 grid steps: the coarse, down-sampled score can be a step off (interpolation blur
         # that changes with the angle biases it where the image has power near Nyquist)
-        out = refine_prepared(a, b, starts, 2.0 * step, self.refine_step,
-                              self.shift_range(a.shape[-1]))
+        out = refine_prepared(a, b, starts, 2.0 * step, self.refine_step, s)
         return Estimate.from_tensors(*out)

@@ -93,6 +93,12 @@ class Reference:
             self._full = (full_fb, moments)
         return self._full
 
+    def rows(self, index: torch.Tensor) -> Reference:
+        """The same for a subset of the pairs (``index``: row numbers)."""
+        full = None if self._full is None else tuple(f[index] for f in self._full)
+        return Reference(self.b[index], self.spectrum[index], self.local_var[index], self.mask,
+                         self.max_shift, full)
+
     @property
     def full_spectrum(self) -> torch.Tensor:
         """fft2(b), (B, N, N): for sub-pixel evaluation."""
@@ -142,40 +148,51 @@ def fine_peaks(
     ref: Reference,
     tx: torch.Tensor,
     ty: torch.Tensor,
-    stages: tuple[tuple[float, float], ...] = ((0.6, 0.1), (0.1, 0.01)),
+    half_width: float = 0.6,
+    step: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sub-pixel NCC peak by evaluating the correlation's Fourier series on fine grids.
+    """Sub-pixel NCC peak by evaluating the correlation's Fourier series on a fine grid.
 
     A parabola through three integer samples is biased by up to ~0.3 px for sharp peaks; the
     Fourier series is the exact band-limited interpolation of the correlation (the matrix-DFT
     upsampling of Guizar-Sicairos et al.), and so are ``b``'s local mean and energy under the
-    moved mask, so this is the exact NCC between the grid points. ``stages`` are (half width,
-    step) in pixels, each centred on the previous best. Returns ``(score, tx, ty)`` like ``tx``.
+    moved mask, so this is the exact NCC at the grid points: ``(tx, ty) +- half_width`` in steps
+    of ``step`` px. A parabola through the best grid point and its neighbours then places the
+    peak between them (on samples 0.1 px apart its bias is far below 0.01 px).
+    Returns ``(score, tx, ty)`` shaped like ``tx``.
     """
     n = templates.shape[-1]
     centred, energy = masked_template(templates, ref.mask)
     cross = torch.conj(torch.fft.fft2(centred)) * ref.full_spectrum[:, None]  # (B, K, n, n)
     freq = torch.fft.fftfreq(n, device=templates.device, dtype=templates.dtype) * n
     msum = ref.mask.sum()
-    best_x, best_y = tx, ty
-    score = None
-    for half, step in stages:
-        offs = torch.arange(-half, half + step / 2, step, device=tx.device, dtype=tx.dtype)
-        px = best_x[..., None] + offs  # (B, K, P)
-        py = best_y[..., None] + offs
-        ey = torch.exp(2j * torch.pi * py[..., None] * freq / n)  # (B, K, P, n)
-        ex = torch.exp(2j * torch.pi * px[..., None] * freq / n)
-        corr = torch.einsum("bkpy,bkyx,bkqx->bkpq", ey, cross, ex).real
-        s1 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 0], ex).real
-        s2 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 1], ex).real
-        var = (s2 / (n * n) - (s1 / (n * n)) ** 2 / msum).clamp_min(1e-6 * float(msum))
-        grid = corr / (n * n) / torch.sqrt(energy * var)
-        flat = grid.flatten(-2)
-        score, idx = flat.max(dim=-1)
-        p = offs.shape[0]
-        best_y = py.gather(-1, (idx // p)[..., None])[..., 0]
-        best_x = px.gather(-1, (idx % p)[..., None])[..., 0]
-    return score, best_x, best_y
+    k = int(round(half_width / step))
+    offs = torch.arange(-k, k + 1, device=tx.device, dtype=tx.dtype) * step
+    px, py = tx[..., None] + offs, ty[..., None] + offs  # (B, K, P)
+    ey = torch.exp(2j * torch.pi * py[..., None] * freq / n)  # (B, K, P, n)
+    ex = torch.exp(2j * torch.pi * px[..., None] * freq / n)
+    corr = torch.einsum("bkpy,bkyx,bkqx->bkpq", ey, cross, ex).real
+    s1 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 0], ex).real
+    s2 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 1], ex).real
+    var = (s2 / (n * n) - (s1 / (n * n)) ** 2 / msum).clamp_min(1e-6 * float(msum))
+    grid = corr / (n * n) / torch.sqrt(energy * var)  # (B, K, P, P): [y, x]
+    p = offs.shape[0]
+    score, idx = grid.flatten(-2).max(dim=-1)
+    iy, ix = idx // p, idx % p
+
+    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        lin = yy.clamp(0, p - 1) * p + xx.clamp(0, p - 1)
+        return grid.flatten(-2).gather(-1, lin[..., None])[..., 0]
+
+    sub_x, gain_x = parabola_vertex(at(iy, ix - 1), score, at(iy, ix + 1))
+    sub_y, gain_y = parabola_vertex(at(iy - 1, ix), score, at(iy + 1, ix))
+    # at the grid's edge the true peak may lie beyond: keep the grid point there
+    inner_x, inner_y = (ix > 0) & (ix < p - 1), (iy > 0) & (iy < p - 1)
+    sub_x, gain_x = sub_x * inner_x, gain_x * inner_x
+    sub_y, gain_y = sub_y * inner_y, gain_y * inner_y
+    best_x = px.gather(-1, ix[..., None])[..., 0] + sub_x * step
+    best_y = py.gather(-1, iy[..., None])[..., 0] + sub_y * step
+    return score + gain_x + gain_y, best_x, best_y
 
 
 def window(maps: torch.Tensor, s: int) -> torch.Tensor:

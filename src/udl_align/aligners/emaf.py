@@ -37,6 +37,7 @@ def spectrum_orientation(power: torch.Tensor, radius: float) -> torch.Tensor:
 
 class Emaf(Aligner):
     name = "emaf"
+    batch_size = 32  # measured fastest of 4-32 on 2 cores
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
         n = a.shape[-1]

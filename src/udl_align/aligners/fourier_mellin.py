@@ -20,6 +20,7 @@ from .spectral import centred_magnitude, low_band, polar_resample, settle_half_t
 
 class FourierMellin(Aligner):
     name = "fourier-mellin"
+    batch_size = 32  # measured fastest of 4-32 on 2 cores
 
     def __init__(self, angle_samples: int = 720, **kwargs) -> None:
         super().__init__(**kwargs)

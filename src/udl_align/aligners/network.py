@@ -1,5 +1,6 @@
 """The UDL aligner: the network's angle (offset C removed), then the shared shift step, or with
-``refine`` the narrow exhaustive search around the network's angle at full resolution.
+``refine`` the exhaustive search guided by the network's angle (:mod:`.guided`): a window
+around it, the whole circle for pairs the network is unsure of, then full resolution.
 
 The network sees each image resampled to its own input size (bilinear with antialiasing,
 standardised, masked: :func:`udl_align.training.prepare_input`); the shift and the refinement
@@ -15,8 +16,8 @@ import torch
 from ..errors import InputError
 from ..models import AlignNet, fused_for_inference
 from .base import Aligner
-from .bruteforce import BruteForce
 from .correlation import Estimate, prepare_reference, shift_step, to_tensor
+from .guided import GuidedSearch
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = WEIGHTS / "natural_cpu.pt"
@@ -34,6 +35,7 @@ def resolve_model_path(name: str | Path) -> Path:
 
 class NetworkAligner(Aligner):
     name = "network"
+    batch_size = 64  # the network's forward is 30% cheaper per pair at 64 than at 16 (2 cores)
 
     def __init__(
         self,
@@ -41,7 +43,6 @@ class NetworkAligner(Aligner):
         offset: float = 0.0,
         refine: bool = False,
         refine_span: float = 15.0,
-        candidates: int = 1,
         confidence_floor: float | None = None,
         device: str | torch.device = "cpu",
         **kwargs,
@@ -54,11 +55,6 @@ class NetworkAligner(Aligner):
         self.refine_enabled = bool(refine)
         self.refine_span = float(refine_span)
         self.name = "network+refine" if refine else "network"
-        # the refinement is the exhaustive search restricted to a window around the network
-        # (one coarse candidate: inside a narrow window the runner-up basins that the full
-        # circle needs are rare, and each candidate costs a full-resolution search)
-        self.search = BruteForce(max_shift=self.max_shift, lowpass=self.preprocess.lowpass,
-                                 device=device, candidates=candidates)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkAligner:
@@ -104,16 +100,12 @@ class NetworkAligner(Aligner):
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
         if self.refine_enabled:
+            search = GuidedSearch(s, span=self.refine_span)
             unsure = sure < self.confidence_floor
-            if not unsure.any():
-                return self.search.search(pa, pb, centre=angle, half_width=self.refine_span)
-            if unsure.all():
-                return self.search.search(pa, pb)
-            sure_rows = ~unsure
-            inner = self.search.search(pa[sure_rows], pb[sure_rows], centre=angle[sure_rows],
-                                       half_width=self.refine_span)
-            outer = self.search.search(pa[unsure], pb[unsure])
-            return Estimate.merge(sure_rows.cpu().numpy(), inner, outer)
+            # the search's many rotated copies outgrow the caches in big batches
+            return Estimate.concat([
+                search(pa[lo:lo + 16], pb[lo:lo + 16], angle[lo:lo + 16], unsure[lo:lo + 16])
+                for lo in range(0, pa.shape[0], 16)])
         # parabola peaks: the network's angle is a few degrees off, which costs far more shift
         # accuracy than the parabola's bias; exact peaks would double the time
         tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s), fine=False)

@@ -49,8 +49,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "off (default 0.25)")
     parser.add_argument("--angle-step", type=float, default=1.0,
                         help="bruteforce angle grid, degrees (default 1)")
-    parser.add_argument("--batch-size", type=int, default=16,
-                        help="pairs or particles per batch (default 16)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="pairs or particles per batch (default: the method's own, 64 for "
+                        "a network, 16 for the classical methods)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -83,7 +84,7 @@ def make(args: argparse.Namespace, max_shift: float | None):
 def main(args: argparse.Namespace) -> int:
     if args.refine and not args.model:
         raise InputError("--refine refines a network's angle: use it with --model")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     return align_particles(args) if args.stack else align_pairs(args)
 
@@ -98,17 +99,18 @@ def align_particles(args: argparse.Namespace) -> int:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     particles = open_particles(args.stack)
     aligner = make(args, args.max_shift)
+    batch_size = args.batch_size or aligner.batch_size
     if args.reference:
         reference = read_reference(args.reference, particles.size)
         record = {"reference": args.reference}
     else:
         from ..reference_free import reference_free
 
-        reference, history = reference_free(particles, aligner, args.batch_size,
+        reference, history = reference_free(particles, aligner, batch_size,
                                             rounds=args.rounds, progress=not args.quiet)
         record = {"reference": "reference-free", "rounds": history}
     summary = align_stack(particles, reference, aligner, args.out_dir,
-                          batch_size=args.batch_size, progress=not args.quiet, record=record)
+                          batch_size=batch_size, progress=not args.quiet, record=record)
     print(f"aligned {summary['aligned']} of {summary['particles']} particles with "
           f"{aligner.name} at {summary['particles_per_s']:.1f} particles/s (mean correntropy "
           f"{summary['mean_correntropy']:.3f}); wrote particles.star, aligned.mrcs, "

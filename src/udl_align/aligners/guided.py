@@ -1,0 +1,170 @@
+"""Exhaustive search guided by a prior angle: how ``--refine`` turns the network's angle into
+bruteforce-grade accuracy at a fraction of bruteforce's cost.
+
+All stages work on pre-processed images (the shared pre-filter) and score angles with the
+shared masked NCC (:mod:`.correlation`):
+
+1. **window**: ``prior +- span`` in ``window_step`` steps on images Fourier-cropped to
+   ``search_size`` (the size of bruteforce's coarse search). A best angle at the window's
+   edge says the truth may lie outside it.
+2. **fallback**, for pairs whose prior is unsure (the caller says which) or whose window peaked
+   at its edge: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
+   its best ``candidates`` peaks and the window's best are each searched +-``verify`` deg at
+   ``search_size``, and the best of those wins. A pair that needs the whole circle gets it,
+   at about a third of bruteforce's price (half its angles, no full-resolution candidates).
+3. **narrow**: +-1 deg in 0.5 deg steps at ``search_size`` (bicubic rotation).
+4. **polish** at full resolution: three angles 0.25 deg apart with exact sub-pixel peaks,
+   walking outward while the best is at an end, a parabola over the angle, and the shift
+   interpolated to that angle (so no further shift step is needed).
+
+The defaults were chosen by measurement on held-out COCO pairs (200 per condition, against
+bruteforce in the same run). A cheaper fallback at 32-48 px lost pairs that bruteforce finds:
+at salt-and-pepper 0.2 one pair 140 deg off doubled the mean error (1.55 against 0.82 deg);
+at 64 px in 2 deg steps every condition stayed within 5% of bruteforce.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import geometry
+from .correlation import (
+    Estimate,
+    Reference,
+    best_angle,
+    fourier_crop,
+    prepare_reference,
+    score_angles,
+    top_peaks,
+)
+
+
+def cropped_size(n: int, size: int | None) -> int:
+    """The size a search at ``size`` works at: ``size`` (made even) when it is smaller than an
+    even ``n``, else ``n`` itself (Fourier cropping keeps the centre only between even sizes)."""
+    if size and size < n and n % 2 == 0:
+        return int(size) // 2 * 2
+    return n
+
+
+def _pick(grid: torch.Tensor, scores: torch.Tensor, step: float) -> torch.Tensor:
+    """From per-pair candidate grids ``(B, C, K)`` and their scores: the best candidate's
+    parabola-interpolated angle ``(B,)``."""
+    rows = torch.arange(grid.shape[0], device=grid.device)
+    pick = scores.amax(dim=2).argmax(dim=1)
+    angle, _ = best_angle(grid[rows, pick], scores[rows, pick], step, circular=False)
+    return angle
+
+
+class GuidedSearch:
+    def __init__(
+        self,
+        max_shift: int,
+        span: float = 15.0,
+        window_step: float = 1.5,
+        search_size: int | None = 64,
+        fallback_size: int | None = 64,
+        fallback_step: float = 2.0,
+        candidates: int = 3,
+        verify: int = 2,
+        polish_step: float = 0.25,
+        walks: int = 4,
+    ) -> None:
+        self.max_shift = int(max_shift)
+        self.span = float(span)
+        self.window_step = float(window_step)
+        self.search_size = search_size
+        self.fallback_size = fallback_size
+        self.fallback_step = float(fallback_step)
+        self.candidates = int(candidates)
+        self.verify = int(verify)
+        self.polish_step = float(polish_step)
+        self.walks = int(walks)
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
+                 unsure: torch.Tensor | None = None) -> Estimate:
+        """``a``, ``b`` pre-processed ``(B, N, N)``; ``prior`` ``(B,)`` degrees; ``unsure``
+        ``(B,)`` bool: pairs whose prior is not to be trusted (they get the whole circle)."""
+        n = a.shape[-1]
+        m = cropped_size(n, self.search_size)
+        sa, sb = fourier_crop(a, m), fourier_crop(b, m)
+        ref = prepare_reference(sb, self.max_shift * m / n)
+
+        angle, edge = self.window(sa, ref, prior.to(a.dtype))
+        need = edge if unsure is None else edge | unsure.to(edge.device)
+        if need.any():
+            rows = need.nonzero()[:, 0]
+            angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows), angle[rows])
+        # narrow, still at the search size: +-1 deg in half steps
+        grid = angle[:, None] + torch.arange(-2, 3, device=a.device, dtype=a.dtype) * 0.5
+        scores, _, _ = score_angles(sa, ref, grid, mode="bicubic")
+        angle, _ = best_angle(grid, scores, 0.5, circular=False)
+        return self.polish(a, b, angle)
+
+    def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor):
+        """Best angle in ``prior +- span`` (1 deg grid, parabola) and whether it sits at the
+        window's edge. Each image is turned to its prior once; then one grid serves the batch."""
+        k = int(round(self.span / self.window_step))
+        grid = torch.arange(-k, k + 1, device=sa.device, dtype=sa.dtype) * self.window_step
+        scores, _, _ = score_angles(geometry.warp(sa, prior, mode="bicubic"), ref, grid,
+                                    chunk=90)
+        best = scores.argmax(dim=1)
+        edge = (best <= 1) | (best >= grid.shape[0] - 2)
+        angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
+        return angle, edge
+
+    def fallback(self, a, b, sa, ref: Reference, window_best: torch.Tensor) -> torch.Tensor:
+        """The whole circle, cheaply: coarse on small images, the best peaks (and the window's
+        best) re-scored +-``verify`` deg at the search size."""
+        n = a.shape[-1]
+        q = cropped_size(n, self.fallback_size)
+        qa, qb = fourier_crop(a, q), fourier_crop(b, q)
+        k = int(round(360.0 / self.fallback_step))
+        circle = torch.arange(k, device=a.device, dtype=a.dtype) * (360.0 / k)
+        coarse, _, _ = score_angles(qa, prepare_reference(qb, self.max_shift * q / n), circle,
+                                    chunk=90)
+        starts = torch.cat([circle[top_peaks(coarse, self.candidates)], window_best[:, None]], 1)
+        grid = starts[:, :, None] + torch.arange(-self.verify, self.verify + 1, device=a.device,
+                                                 dtype=a.dtype)
+        scores, _, _ = score_angles(sa, ref, grid.flatten(1), mode="bicubic")
+        return _pick(grid, scores.reshape(grid.shape), 1.0)
+
+    def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor) -> Estimate:
+        """Full resolution, exact sub-pixel peaks at three angles ``polish_step`` apart; while
+        the best is at an end, the three slide one step that way (at most ``walks`` times)."""
+        step = self.polish_step
+        ref = prepare_reference(b, self.max_shift)
+        grid = angle[:, None] + torch.tensor([-step, 0.0, step], device=a.device, dtype=a.dtype)
+        score, tx, ty = score_angles(a, ref, grid, mode="bicubic", fine=True)
+        for _ in range(self.walks):
+            side = score.argmax(dim=1) - 1  # -1, 0 or +1
+            rows = side.nonzero()[:, 0]
+            if rows.numel() == 0:
+                break
+            side = side[rows].to(a.dtype)[:, None]
+            new_angle = grid[rows, 1:2] + 2.0 * side * step
+            new = score_angles(a[rows], ref.rows(rows), new_angle, mode="bicubic", fine=True)
+            for values, extra in zip((score, tx, ty), new, strict=True):
+                values[rows] = _slide(values[rows], extra, side)
+            grid[rows] = _slide(grid[rows], new_angle, side)
+        best, _ = best_angle(grid, score, step, circular=False)
+        u = (best - grid[:, 1]) / step  # where the peak is, in steps from the middle angle
+        return Estimate.from_tensors(best, _quadratic(tx, u), _quadratic(ty, u),
+                                     score.amax(dim=1))
+
+
+def _slide(triple: torch.Tensor, extra: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """``(l, m, r)`` with a new value beyond an end: ``(new, l, m)`` for side -1, else
+    ``(m, r, new)``."""
+    left = torch.cat([extra, triple[:, :2]], 1)
+    right = torch.cat([triple[:, 1:], extra], 1)
+    return torch.where(side < 0, left, right)
+
+
+def _quadratic(values: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The parabola through ``values`` ``(B, 3)`` at -1, 0, 1, evaluated at ``u``."""
+    left, mid, right = values.unbind(1)
+    return mid + 0.5 * u * (right - left) + 0.5 * u * u * (right - 2.0 * mid + left)
+
+
+__all__ = ["GuidedSearch", "cropped_size"]
