@@ -73,9 +73,21 @@ def test_bad_stack_input_gives_one_line_and_no_output(stack, tmp_path, capsys):
         m.set_data(np.ones((32, 32), np.float32))
     missing = tmp_path / "missing.star"
     missing.write_text("data_particles\n\nloop_\n_rlnImageName #1\n1@gone.mrcs\n")
+    corrupt = tmp_path / "corrupt.mrcs"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    oblong = tmp_path / "oblong.mrcs"
+    with mrcfile.new(oblong) as m:
+        m.set_data(np.ones((3, 32, 48), np.float32))
+    no_names = tmp_path / "no_names.star"
+    no_names.write_text("data_particles\n\nloop_\n_rlnAnglePsi #1\n10.0\n")
+    reference = tmp_path / "parts_reference.mrc"
     cases = ((stack, small, "reference is 32 px but the particles are 48 px"),
-             (missing, tmp_path / "parts_reference.mrc", "names a missing stack: gone.mrcs"),
-             (tmp_path / "nope.mrcs", small, "no such file"))
+             (missing, reference, "names a missing stack: gone.mrcs"),
+             (tmp_path / "nope.mrcs", small, "no such file"),
+             (corrupt, reference, "not a readable MRC file"),
+             (oblong, reference, "images are not square (32x48)"),
+             (no_names, reference, "missing column rlnImageName"),
+             (stack, oblong, "reference must be one square image"))
     for source, reference, phrase in cases:
         out = tmp_path / "out"
         assert run_align(source, reference, out) == 2

@@ -6,9 +6,10 @@ Label-free (``design.md``): since ``angle(a->b) = -angle(b->a)`` and
 * antisymmetry: ``F(a, b) + F(b, a) = 2C``, known modulo 360, so C modulo 180;
 * cycles: ``F(a, b) + F(b, c) + F(c, a) = 3C``, so C modulo 120;
 
-and ``C = 3C - 2C`` modulo 360, unique. Each side is a circular mean over many pairs / triples of
-views of the same content (unlabelled). Labelled (the paper's way): the circular mean of
-``F(a, b) - angle`` over a few pairs with known angles.
+and ``C = 3C - 2C`` modulo 360, unique. Each side is a circular mean over many pairs / triples
+of views of the same content (unlabelled). For a spectrum network all of this holds on the
+doubled circle its outputs live on: C is the offset of ``2 angle``. Labelled (the paper's
+way): the circular mean of ``F(a, b) - angle`` over a few pairs with known angles.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import torch
 
 from .geometry import circular_mean, wrap360
 from .models import AlignNet
-from .training import predict_angles, predict_outputs, prepare_input
+from .training import model_input, predict_angles, predict_outputs
 
 #: share of (unlabelled, training-like) pairs whose output is shorter than the floor
 CONFIDENCE_QUANTILE = 0.15
 
 
 def _prepared(model: AlignNet, images: np.ndarray) -> torch.Tensor:
-    return prepare_input(torch.as_tensor(np.asarray(images, np.float32)), model.cfg.size)
+    return model_input(model.cfg, torch.as_tensor(np.asarray(images, np.float32)))
 
 
 def offset_label_free(model: AlignNet, views: np.ndarray) -> dict:
@@ -45,9 +46,11 @@ def offset_label_free(model: AlignNet, views: np.ndarray) -> dict:
 
 
 def offset_labelled(model: AlignNet, a: np.ndarray, b: np.ndarray, angle: np.ndarray) -> dict:
-    """C from pairs with known angles: circular mean of ``F(a, b) - angle``."""
+    """C from pairs with known angles: circular mean of ``F(a, b) - angle`` (``- 2 angle`` for
+    a spectrum network, whose outputs live on the doubled circle)."""
     raw = predict_angles(model, _prepared(model, a), _prepared(model, b)).numpy()
-    return {"offset": float(circular_mean(raw - np.asarray(angle))), "n": int(len(a))}
+    target = model.cfg.angle_factor * np.asarray(angle)
+    return {"offset": float(circular_mean(raw - target)), "n": int(len(a))}
 
 
 def confidence(outputs: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,15 @@ class NetConfig:
     fc: tuple[int, int] = (512, 512)  # hidden widths of the head
     head: str = "vector"
     fc_activation: bool = True  # the authors' code has none between its FC layers
+    # "image", or "spectrum": the network sees log(1 + |FFT|) of each image (the paper's choice
+    # for cryo-EM: shifts drop out), and then knows the angle only modulo 180
+    input: str = "image"
+
+    @property
+    def angle_factor(self) -> int:
+        """The head's angle is this multiple of the rotation: 2 for spectra, whose period is
+        180 deg (their outputs live on the doubled circle), else 1."""
+        return 2 if self.input == "spectrum" else 1
 
     @property
     def feature_size(self) -> int:
@@ -54,8 +63,14 @@ class NetConfig:
         names = {f for f in cls.__dataclass_fields__}
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
         clean.setdefault("mask_stride", 1)  # checkpoints from before the option: full resolution
-        return cls(**clean)
+        cfg = cls(**clean)
+        if cfg.input not in INPUTS:
+            raise ValueError(f"unknown network input '{cfg.input}' (expected one of "
+                             f"{', '.join(INPUTS)})")
+        return cfg
 
+
+INPUTS = ("image", "spectrum")
 
 PRESETS: dict[str, NetConfig] = {
     # the paper: 128 px, full width, one scalar output, FC 2000-2000-1 (for a GPU)

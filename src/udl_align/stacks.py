@@ -4,12 +4,14 @@ names: what ``align --stack`` reads."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import geometry
 from .errors import InputError
 from .io import MrcStack, check_stacks_exist, read_particles_star
 
@@ -43,27 +45,50 @@ class ParticleSet:
     def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, images (k, N, N) float32, finite (k,) bool)`` in input order. A particle
         with NaN or Inf pixels comes as ``finite=False`` (the caller skips and counts it)."""
-        stacks: dict[str, MrcStack] = {}
-        try:
+        with self.reader() as read:
             for start in range(0, self.n, batch_size):
-                stop = min(start + batch_size, self.n)
-                images = np.empty((stop - start, self.size, self.size), np.float32)
-                paths = self.stack_path[start:stop]
-                index = self.stack_index[start:stop]
-                for p in np.unique(paths):  # one read per stack and batch
-                    rows = np.nonzero(paths == p)[0]
-                    if p not in stacks:
-                        stacks[p] = open_stack(p, self.size, self.path)
-                    images[rows] = stacks[p].raw(index[rows])
-                finite = np.isfinite(images).all(axis=(1, 2))
-                yield start, images, finite
+                images = read(np.arange(start, min(start + batch_size, self.n)))
+                yield start, images, np.isfinite(images).all(axis=(1, 2))
+
+    @contextmanager
+    def reader(self) -> Iterator:
+        """``read(index) -> (k, N, N) float32`` for any particle positions, one read per stack
+        and call; the stacks stay open until the ``with`` block ends. No NaN check."""
+        stacks: dict[str, MrcStack] = {}
+
+        def read(index: np.ndarray) -> np.ndarray:
+            images = np.empty((len(index), self.size, self.size), np.float32)
+            paths, within = self.stack_path[index], self.stack_index[index]
+            for p in np.unique(paths):
+                rows = np.nonzero(paths == p)[0]
+                if p not in stacks:
+                    stacks[p] = open_stack(p, self.size, self.path)
+                order = np.argsort(within[rows], kind="stable")  # runs read in one go
+                images[rows[order]] = stacks[p].raw(within[rows][order])
+            return images
+
+        try:
+            yield read
         finally:
-            for s in stacks.values():
-                s.close()
+            for stack in stacks.values():
+                stack.close()
+
+    def transforms(self) -> np.ndarray | None:
+        """``(n, 3)`` (angle, tx, ty) taking the reference onto each particle, from the STAR's
+        ``rlnAnglePsi`` and origins (as ``synth cryoem`` writes them); ``None`` without them."""
+        need = ("rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst")
+        if self.rows is None or not all(c in self.rows.columns for c in need):
+            return None
+        t = geometry.from_relion(self.rows["rlnAnglePsi"].to_numpy(float),
+                                 self.rows["rlnOriginXAngst"].to_numpy(float) / self.pixel_size,
+                                 self.rows["rlnOriginYAngst"].to_numpy(float) / self.pixel_size)
+        return np.stack([t.angle, t.tx, t.ty], 1)
 
 
 def open_stack(path: str | Path, size: int, named_by: Path) -> MrcStack:
-    stack = MrcStack(path)
+    # a STAR naming ``k@file.mrc`` says the file is a stack, whatever its header's space group
+    # (cryoDRGN's EMPIAR-10076 test stack is marked as a volume)
+    stack = MrcStack(path, allow_volume=named_by.suffix.lower() == ".star")
     if stack.size != size:
         stack.close()
         raise InputError(f"its stack {Path(path).name} holds {stack.size} px images, the "
@@ -78,14 +103,14 @@ def open_particles(path: str | Path) -> ParticleSet:
         table = read_particles_star(path)
         check_stacks_exist(table, path)
         df = table.data
-        first = MrcStack(df["stack_path"].iloc[0])
+        first = MrcStack(df["stack_path"].iloc[0], allow_volume=True)
         size, header_pixel = first.size, first.pixel_size
         first.close()
         if table.image_size is not None and table.image_size != size:
             raise InputError(f"says rlnImageSize {table.image_size} but its stacks hold "
                              f"{size} px images", path)
         for p, top in df.groupby("stack_path")["stack_index"].max().items():
-            with MrcStack(p) as s:
+            with MrcStack(p, allow_volume=True) as s:
                 if top >= s.n:
                     raise InputError(f"names image {top + 1} of {Path(p).name}, which holds "
                                      f"{s.n}", path)

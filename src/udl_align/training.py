@@ -60,6 +60,7 @@ class TrainConfig:
     val_every: int = 100
     calib_groups: int = 256  # unlabelled view triples for the label-free offset C
     device: str = "cpu"  # where the network trains ("cuda" for a GPU); pairs are made on CPU
+    group_by: str = ""  # particle stacks: pair particles only within groups of this STAR column
     net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
 
     def to_dict(self) -> dict:
@@ -82,17 +83,39 @@ def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
                            device=device)
 
 
-def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None):
-    """``(B, S, S)`` -> ``(B, size, size)``: resample, standardise, mask (see module doc)."""
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return (x - mean) / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+
+
+def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None,
+                  kind: str = "image"):
+    """``(B, S, S)`` -> ``(B, size, size)``: resample, standardise, mask (see module doc).
+
+    ``kind="spectrum"``: the background level (mean outside the mask) is subtracted instead of
+    the mean, so a centred particle on flat background leaves no fixed disc behind that would
+    mix with it (the spectrum would then change with the particle's shift); then
+    ``log(1 + |FFT|)``, centred (``fftshift``), standardised and masked again (the disc keeps
+    frequencies up to Nyquist in every direction alike).
+    """
     x = images[:, None] if images.dim() == 3 else images
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
     x = x[:, 0]
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
     mask = input_mask(size, x.device) if mask is None else mask
-    return (x - mean) / std * mask
+    if kind != "spectrum":
+        return _standardise(x) * mask
+    outside = mask < 0.5
+    level = x[:, outside].mean(dim=1)[:, None, None]
+    x = (x - level) / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6) * mask
+    spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs()
+    return _standardise(torch.log1p(spectrum)) * mask
+
+
+def model_input(cfg: NetConfig, images: torch.Tensor, mask: torch.Tensor | None = None):
+    """What network ``cfg`` takes: :func:`prepare_input` at its size and of its kind."""
+    return prepare_input(images, cfg.size, mask, cfg.input)
 
 
 def disturb(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -177,10 +200,13 @@ def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int
 
 def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
     """Mean and median error after removing the best constant offset (fitted on the labels
-    of this validation set: a diagnostic of learning, not a result), and that offset."""
+    of this validation set: a diagnostic of learning, not a result), and that offset. For a
+    spectrum network the error is modulo 180 deg (what it can know)."""
+    factor = model.cfg.angle_factor
     raw = predict_angles(model, val["a"], val["b"]).numpy()
-    offset = float(geometry.circular_mean(raw - val["angle"]))
-    err = geometry.angle_error(raw - offset, val["angle"])
+    target = factor * np.asarray(val["angle"])
+    offset = float(geometry.circular_mean(raw - target))
+    err = geometry.angle_error(raw - offset, target) / factor
     return float(err.mean()), float(np.median(err)), offset
 
 
@@ -193,10 +219,27 @@ VALIDATION = 10_000  # seed offsets of the validation and calibration sources
 CALIBRATION = 20_000
 
 
+def is_particle_data(path: str | Path) -> bool:
+    """A particle stack or a STAR naming stacks (rather than photographs or a pairs file)."""
+    return Path(path).suffix.lower() in (".mrcs", ".mrc", ".star")
+
+
 def default_sources(cfg: TrainConfig):
     """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
-    split; new pairs at every step) or the pairs of a ``.npz`` (a tenth held for validation)."""
+    split; new pairs at every step), the pairs of a ``.npz``, or pairs of particles of a stack
+    or STAR (:mod:`.particle_pairs`); the last two hold a tenth out for validation."""
     path = Path(cfg.images)
+    if is_particle_data(path):
+        from .particle_pairs import StackPairSource
+        from .stacks import open_particles
+
+        particles = open_particles(path)
+        if cfg.objective == "supervised" and particles.transforms() is None:
+            raise InputError("has no rlnAnglePsi and origins: supervised training needs "
+                             "them", path)
+        return lambda c, offset: StackPairSource(
+            particles, seed=c.seed + offset, group_by=c.group_by,
+            part="val" if offset == VALIDATION else "train")
     if path.suffix.lower() != ".npz":
         return lambda c, offset: NaturalPairSource(
             c.images, size=c.source_size, noise=c.noise, max_shift=c.max_shift,
@@ -258,6 +301,8 @@ def train(
     net_cfg = preset(cfg.preset, **cfg.net)
     if cfg.objective == "stn":
         net_cfg.head = "rigid"
+        if net_cfg.input != "image":
+            raise InputError("the STN baseline warps images: it needs image input")
     net_cfg, start_weights = initial_weights(cfg, net_cfg) if state is None else (net_cfg, None)
     if state is not None:
         net_cfg = NetConfig.from_dict(state["net"])
@@ -288,8 +333,8 @@ def train(
     # a fixed validation set from *training* photographs at other places (test stays unseen)
     val_batch = make_source(cfg, VALIDATION).sample(cfg.val_pairs)
     mask = input_mask(net_cfg.size, device)
-    val = {"a": prepare_input(torch.from_numpy(val_batch.a).to(device), net_cfg.size, mask),
-           "b": prepare_input(torch.from_numpy(val_batch.b).to(device), net_cfg.size, mask),
+    val = {"a": model_input(net_cfg, torch.from_numpy(val_batch.a).to(device), mask),
+           "b": model_input(net_cfg, torch.from_numpy(val_batch.b).to(device), mask),
            "angle": val_batch.angle}
 
     def snapshot() -> dict:
@@ -307,6 +352,7 @@ def train(
     deadline = start + cfg.minutes * 60 if cfg.minutes else None
     total = None if deadline else cfg.steps
     shift_scale = net_cfg.size / 8.0
+    factor = net_cfg.angle_factor  # spectra: the head works on the doubled circle
     model.train()
     running = None
     bar = tqdm(total=total, initial=step if total else 0, desc=f"train {cfg.objective}",
@@ -316,16 +362,16 @@ def train(
         a, b = torch.from_numpy(batch.a).to(device), torch.from_numpy(batch.b).to(device)
         if cfg.objective == "udl":
             (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, gen)
-            prep = [prepare_input(x, net_cfg.size, mask) for x in (a1, b1, a2, b2)]
+            prep = [model_input(net_cfg, x, mask) for x in (a1, b1, a2, b2)]
             outs = model(torch.cat([prep[0], prep[2]]), torch.cat([prep[1], prep[3]]))
             out_a, out_b = outs.chunk(2)
-            loss = udl_loss(out_a, out_b, target, net_cfg.head)
+            loss = udl_loss(out_a, out_b, target * factor, net_cfg.head)
         elif cfg.objective == "supervised":
-            pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)
-            loss = supervised_loss(model(pa, pb), torch.from_numpy(batch.angle).float().to(device),
-                                   net_cfg.head)
+            pa, pb = model_input(net_cfg, a, mask), model_input(net_cfg, b, mask)
+            angle = torch.from_numpy(batch.angle).float().to(device) * factor
+            loss = supervised_loss(model(pa, pb), angle, net_cfg.head)
         else:
-            pa, pb = prepare_input(a, net_cfg.size, mask), prepare_input(b, net_cfg.size, mask)
+            pa, pb = model_input(net_cfg, a, mask), model_input(net_cfg, b, mask)
             loss = stn_loss(model(pa, pb), pa, pb, mask, shift_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

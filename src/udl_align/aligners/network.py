@@ -3,8 +3,9 @@
 around it, the whole circle for pairs the network is unsure of, then full resolution.
 
 The network sees each image resampled to its own input size (bilinear with antialiasing,
-standardised, masked: :func:`udl_align.training.prepare_input`); the shift and the refinement
-work on the original images.
+standardised, masked: :func:`udl_align.training.prepare_input`), or the log-magnitude of its
+spectrum for a spectrum network, which gives the angle modulo 180: the half turn is then
+chosen by correlation. The shift and the refinement work on the original images.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ import torch
 from ..errors import InputError
 from ..models import AlignNet, fused_for_inference
 from .base import Aligner
-from .correlation import Estimate, prepare_reference, shift_step, to_tensor
-from .guided import GuidedSearch
+from .correlation import (
+    Estimate,
+    fourier_crop,
+    prepare_reference,
+    score_angles,
+    shift_step,
+    to_tensor,
+)
+from .guided import GuidedSearch, cropped_size
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = WEIGHTS / "natural_cpu.pt"
@@ -80,11 +88,13 @@ class NetworkAligner(Aligner):
         infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
         from ..calibration import confidence
         from ..losses import angle_of
-        from ..training import predict_outputs, prepare_input
+        from ..training import model_input, predict_outputs
 
-        size = self.model.cfg.size
-        out = predict_outputs(self.model, prepare_input(a, size), prepare_input(b, size))
-        angle = torch.remainder(angle_of(out, self.model.cfg.head) - self.offset, 360.0)
+        cfg = self.model.cfg
+        out = predict_outputs(self.model, model_input(cfg, a), model_input(cfg, b))
+        # a spectrum network's outputs live on the doubled circle: this is the angle mod 180
+        angle = torch.remainder((angle_of(out, cfg.head) - self.offset) / cfg.angle_factor,
+                                360.0 / cfg.angle_factor)
         sure = (confidence(out) if self.model.cfg.head != "scalar"
                 else torch.full_like(angle, torch.inf))
         return angle.to(self.device), sure.to(self.device)
@@ -99,6 +109,8 @@ class NetworkAligner(Aligner):
         angle, sure = self.network_estimate(ta, tb)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
+        if self.model.cfg.angle_factor == 2:
+            angle = pick_half_turn(pa, pb, angle, s)
         if self.refine_enabled:
             search = GuidedSearch(s, span=self.refine_span)
             unsure = sure < self.confidence_floor
@@ -112,4 +124,16 @@ class NetworkAligner(Aligner):
         return Estimate.from_tensors(angle, tx, ty, score)
 
 
-__all__ = ["NetworkAligner", "resolve_model_path", "DEFAULT_MODEL"]
+def pick_half_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
+                   max_shift: int) -> torch.Tensor:
+    """``angle`` or ``angle + 180``, whichever correlates better (masked NCC over shifts, on
+    pre-processed images cropped to 64 px): a spectrum cannot tell them apart."""
+    n = a.shape[-1]
+    m = cropped_size(n, 64)
+    ref = prepare_reference(fourier_crop(b, m), max_shift * m / n)
+    both = torch.stack([angle, angle + 180.0], 1)
+    scores, _, _ = score_angles(fourier_crop(a, m), ref, both, mode="bicubic")
+    return torch.remainder(both.gather(1, scores.argmax(1, keepdim=True))[:, 0], 360.0)
+
+
+__all__ = ["NetworkAligner", "pick_half_turn", "resolve_model_path", "DEFAULT_MODEL"]

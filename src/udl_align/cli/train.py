@@ -1,4 +1,5 @@
-"""Train a network (UDL, supervised or STN baseline) on pairs made from your photographs."""
+"""Train a network (UDL, supervised or STN baseline) on pairs made from your photographs, a
+pairs file, or the particles of a stack."""
 
 from __future__ import annotations
 
@@ -7,17 +8,28 @@ import json
 
 from ..errors import InputError
 from ..io import read_pairs
-from ..models import PRESETS
-from ..training import OBJECTIVES, TrainConfig, save_checkpoint, train
+from ..models import INPUTS, PRESETS
+from ..training import OBJECTIVES, TrainConfig, is_particle_data, save_checkpoint, train
+
+#: the network input for particle stacks when --input is not given (see the README's Table 2)
+PARTICLE_INPUT = "spectrum"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="folder of photographs (new pairs are generated from its train "
-                        "split at every step) or a pairs .npz (udl-align synth natural)")
+                        "split at every step), a pairs .npz (udl-align synth natural), or a "
+                        "particle stack .mrcs / STAR (pairs of different particles)")
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--objective", default="udl", choices=OBJECTIVES)
+    parser.add_argument("--input", default=None, choices=INPUTS,
+                        help="what the network sees: the image, or log(1 + |FFT|) (angle "
+                        "modulo 180, half turn by correlation). Default: "
+                        f"{PARTICLE_INPUT} for particle stacks, image otherwise")
+    parser.add_argument("--group-by", default="",
+                        help="particle STAR column (e.g. rlnClassNumber): pair particles only "
+                        "within its groups")
     parser.add_argument("--noise", default="mix",
                         help="noise of the training pairs: a condition, a comma list, or mix "
                         "(the seven conditions of Table 1; default)")
@@ -57,6 +69,9 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--val-every must be at least 1, got {args.val_every}")
     if args.init and args.resume:
         raise InputError("--init starts a new run; --resume continues one: give only one")
+    if args.group_by and not is_particle_data(args.data):
+        raise InputError("--group-by groups the particles of a stack or STAR given as --data")
+    kind = args.input or (PARTICLE_INPUT if is_particle_data(args.data) else "image")
     calib = read_pairs(args.calibrate_with) if args.calibrate_with else None
     if calib is not None and not calib.has_truth:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
@@ -64,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
                       init=args.init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
+                      group_by=args.group_by, net={"input": kind},
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
