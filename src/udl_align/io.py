@@ -11,6 +11,7 @@ File formats are described in ``docs/interfaces.md`` (pairs ``.npz``, estimates 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -93,6 +94,10 @@ def check_writable(path: PathLike) -> Path:
     return path
 
 
+#: errors of the place written to, not of the program: reported as bad input (one line)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EIO)
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
@@ -124,9 +129,12 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
         except OSError as exc:
             raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            # the disk filled up (or the like) while writing: one line, nothing left behind
+            raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
         raise
 
 

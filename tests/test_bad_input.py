@@ -1,0 +1,190 @@
+"""The bad-input table: every public command, fed each kind of bad input, says so in one line on
+stderr, exits with status 2 and leaves no output behind. The README's troubleshooting section
+is written from these rows."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import mrcfile
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import blob_average
+from udl_align.cli import main
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """Valid inputs the bad cases are made from: pairs, a particle stack with its STAR and
+    reference, a PNG template."""
+    d = tmp_path_factory.mktemp("good")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 32, 32)).astype(np.float32)
+    np.savez(d / "pairs.npz", a=a, b=a.copy(), angle=np.zeros(6), tx=np.zeros(6),
+             ty=np.zeros(6))
+    png = d / "average.png"
+    Image.fromarray((blob_average(32) * 255).clip(0, 255).astype(np.uint8)).save(png)
+    assert main(["synth", "cryoem", "--template", str(png), "--out", str(d / "parts.mrcs"),
+                 "--n", "24", "--size", "32", "--max-shift", "2", "--quiet"]) == 0
+    return d
+
+
+def mrc(path, data):
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.asarray(data, np.float32))
+    return path
+
+
+def pairs(path, a, b):
+    np.savez(path, a=np.asarray(a, np.float32), b=np.asarray(b, np.float32))
+    return path
+
+
+def bad_checkpoint(path):
+    """A checkpoint whose weights are those of a 64 px network under a 96 px config."""
+    from udl_align.models import AlignNet, preset
+    from udl_align.training import CHECKPOINT_FORMAT
+
+    cfg = preset("cpu")
+    net = cfg.to_dict()
+    net["size"] = 96
+    torch.save({"format": CHECKPOINT_FORMAT, "net": net, "model": AlignNet(cfg).state_dict(),
+                "offset": 0.0}, path)
+    return path
+
+
+def star(path, text):
+    path.write_text(text)
+    return path
+
+
+# (id, how to make the argv from (good inputs, scratch dir, output dir), phrase on stderr)
+CASES = [
+    ("synth natural: folder missing",
+     lambda g, t, o: ["synth", "natural", "--images", str(t / "none"), "--out",
+                      str(o / "p.npz")], "no such"),
+    ("synth natural: folder without images",
+     lambda g, t, o: ["synth", "natural", "--images", str(t), "--out", str(o / "p.npz")],
+     "no PNG/JPEG/TIFF"),
+    ("synth cryoem: corrupt template",
+     lambda g, t, o: ["synth", "cryoem", "--template",
+                      str(star(t / "bad.png", "not a png")), "--out", str(o / "s.mrcs")],
+     "cannot read image"),
+    ("synth cryoem: NaN in the template",
+     lambda g, t, o: ["synth", "cryoem", "--template",
+                      str(mrc(t / "nan.mrc", np.full((32, 32), np.nan))), "--out",
+                      str(o / "s.mrcs")], "NaN"),
+    ("train: corrupt pairs file",
+     lambda g, t, o: ["train", "--data", str(star(t / "bad.npz", "garbage")), "--out",
+                      str(o / "m.pt"), "--steps", "1"], "not a readable"),
+    ("train: truncated pairs file",
+     lambda g, t, o: ["train", "--data", str(truncated(g / "pairs.npz", t / "cut.npz")),
+                      "--out", str(o / "m.pt"), "--steps", "1"], "not a readable"),
+    ("train: NaN pixels in a pairs file",
+     lambda g, t, o: ["train", "--data", str(pairs(t / "nan.npz", np.full((4, 32, 32), np.nan),
+                                                   np.zeros((4, 32, 32)))),
+                      "--out", str(o / "m.pt"), "--steps", "1"], "NaN"),
+    ("train: non-square pairs",
+     lambda g, t, o: ["train", "--data", str(pairs(t / "ns.npz", np.zeros((4, 32, 48)),
+                                                   np.zeros((4, 32, 48)))),
+                      "--out", str(o / "m.pt"), "--steps", "1"], "not square"),
+    ("train: --init is not a checkpoint",
+     lambda g, t, o: ["train", "--data", str(g / "pairs.npz"), "--init",
+                      str(star(t / "x.pt", "nope")), "--out", str(o / "m.pt"), "--steps", "1"],
+     "not a readable udl-align checkpoint"),
+    ("train: STAR names an absent stack",
+     lambda g, t, o: ["train", "--data", str(star(t / "gone.star",
+                                                  "data_\nloop_\n_rlnImageName #1\n1@gone.mrcs\n")),
+                      "--out", str(o / "m.pt"), "--steps", "1"], "names a missing stack"),
+    ("align: a and b of different sizes",
+     lambda g, t, o: ["align", "--pairs", str(pairs(t / "mm.npz", np.zeros((2, 32, 32)),
+                                                    np.zeros((2, 48, 48)))),
+                      "--method", "bruteforce", "--out", str(o / "e.csv")], "differ"),
+    ("align: 3-D where 2-D images are expected",
+     lambda g, t, o: ["align", "--pairs", str(pairs(t / "3d.npz", np.zeros((2, 2, 8, 8)),
+                                                    np.zeros((2, 2, 8, 8)))),
+                      "--method", "bruteforce", "--out", str(o / "e.csv")], "(n, N, N)"),
+    ("align: checkpoint for another image size",
+     lambda g, t, o: ["align", "--pairs", str(g / "pairs.npz"), "--model",
+                      str(bad_checkpoint(t / "other.pt")), "--out", str(o / "e.csv")],
+     "do not fit its network config"),
+    ("align: reference of another size",
+     lambda g, t, o: ["align", "--stack", str(g / "parts.mrcs"), "--reference",
+                      str(mrc(t / "r48.mrc", np.zeros((48, 48)))), "--out-dir", str(o / "d"),
+                      "--method", "bruteforce"], "reference is 48 px but the particles are 32"),
+    ("align: 3-D reference",
+     lambda g, t, o: ["align", "--stack", str(g / "parts.mrcs"), "--reference",
+                      str(mrc(t / "r3.mrcs", np.zeros((3, 32, 32)))), "--out-dir",
+                      str(o / "d"), "--method", "bruteforce"], "one square image"),
+    ("align: NaN pixels in the reference",
+     lambda g, t, o: ["align", "--stack", str(g / "parts.mrcs"), "--reference",
+                      str(mrc(t / "rn.mrc", np.full((32, 32), np.nan))), "--out-dir",
+                      str(o / "d"), "--method", "bruteforce"], "NaN"),
+    ("align: empty stack file",
+     lambda g, t, o: ["align", "--stack", str(star(t / "empty.mrcs", "")), "--out-dir",
+                      str(o / "d"), "--method", "bruteforce"], "not a readable MRC file"),
+    ("align: STAR without rlnImageName",
+     lambda g, t, o: ["align", "--stack", str(star(t / "nocol.star",
+                                                   "data_\nloop_\n_rlnAnglePsi #1\n10.0\n")),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "missing column rlnImageName"),
+    ("align: output folder under a file",
+     lambda g, t, o: ["align", "--pairs", str(g / "pairs.npz"), "--method", "bruteforce",
+                      "--out", str(star(t / "file", "x") / "e.csv")],
+     "output directory is not a folder"),
+    ("evaluate: estimates without an angle column",
+     lambda g, t, o: ["evaluate", "--pairs", str(g / "pairs.npz"), "--estimates",
+                      str(star(t / "e.csv", "index,tx,ty\n0,0,0\n"))], "angle"),
+]
+
+
+def truncated(src, dst):
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def run_case(make, good, tmp_path, capsys, monkeypatch=None):
+    scratch, out = tmp_path / "scratch", tmp_path / "out"
+    scratch.mkdir()
+    out.mkdir()
+    argv = make(good, scratch, out)
+    capsys.readouterr()
+    code = main([*argv, "--quiet"] if argv[0] != "evaluate" else argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err, sorted(p.name for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("name,make,phrase", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_exit_2_and_no_output(name, make, phrase, good, tmp_path,
+                                                       capsys):
+    code, err, left = run_case(make, good, tmp_path, capsys)
+    assert code == 2, (code, err)
+    assert len(err) == 1 and phrase in err[0], err
+    assert left == [] or left == ["d"] and not any((tmp_path / "out" / "d").iterdir()), left
+
+
+@pytest.mark.parametrize("argv", [
+    lambda g, o: ["align", "--pairs", str(g / "pairs.npz"), "--method", "bruteforce", "--out",
+                  str(o / "e.csv")],
+    lambda g, o: ["align", "--stack", str(g / "parts.mrcs"), "--reference",
+                  str(g / "parts_reference.mrc"), "--out-dir", str(o / "d"), "--method",
+                  "fourier-mellin"],
+], ids=["align pairs", "align stack"])
+def test_a_full_disk_gives_one_line_and_no_partial_output(argv, good, tmp_path, capsys,
+                                                          monkeypatch):
+    """The disk fills up as the outputs are flushed: simulated by fsync failing with ENOSPC."""
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("udl_align.io.os.fsync", full)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main([*argv(good, out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert [p for p in out.rglob("*") if p.is_file()] == []
