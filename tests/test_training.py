@@ -275,3 +275,44 @@ def test_train_from_a_pairs_file_and_fine_tune(photo_dir, tmp_path, capsys):
                  "--objective", "supervised", *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no true angles" in err[0] and not (tmp_path / "s.pt").exists()
+
+
+def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    """SIGKILL a real ``udl-align train`` process mid-run, ``--resume`` it, and compare its
+    final weights with a run that was never interrupted (same seed, same budget)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((40, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "pairs.npz", a=a, b=np.roll(a, 1, axis=0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same threads, same arithmetic
+
+    def command(out, *extra):
+        return [sys.executable, "-m", "udl_align", "train", "--data", str(tmp_path / "pairs.npz"),
+                "--out", str(out), "--batch-size", "4", "--checkpoint-every", "2",
+                "--val-every", "4", "--seed", "3", "--quiet", *extra]
+
+    subprocess.run(command(tmp_path / "straight.pt", "--steps", "30"), env=env, check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed.pt"
+    proc = subprocess.Popen(command(killed, "--steps", "30"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if killed.exists() and load_checkpoint(killed)["step"] >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(killed)["step"] < 30
+    subprocess.run(command(killed, "--resume"), env=env, check=True, capture_output=True)
+    straight, resumed = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(killed)
+    assert resumed["step"] == straight["step"] == 30
+    for k, v in straight["model"].items():
+        assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-5), k
+    assert resumed["offset"] == pytest.approx(straight["offset"], abs=1e-3)

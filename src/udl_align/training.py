@@ -56,6 +56,7 @@ class TrainConfig:
     minutes: float | None = None
     seed: int = 0
     checkpoint_minutes: float = 3.0
+    checkpoint_steps: int = 0  # also a checkpoint every this many steps (0: by time only)
     val_pairs: int = 64
     val_every: int = 100
     calib_groups: int = 256  # unlabelled view triples for the label-free offset C
@@ -392,7 +393,8 @@ def train(
             if deadline:  # a time budget has no step total, so the bar shows no ETA itself
                 shown["left"] = f"{max(deadline - time.time(), 0) / 60:.1f}min"
             bar.set_postfix(shown)
-        if time.time() - last_save > cfg.checkpoint_minutes * 60:
+        if (time.time() - last_save > cfg.checkpoint_minutes * 60
+                or (cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0)):
             save_checkpoint(out, snapshot())
             last_save = time.time()
     bar.close()

@@ -48,6 +48,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="",
                         help="start from this checkpoint's weights (fine-tuning; its network "
                         "config replaces --preset)")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="also write a checkpoint every this many steps (default: every 3 "
+                        "minutes only)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (its saved config is used)")
     parser.add_argument("--calibrate-with", default=None,
@@ -67,6 +70,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--lr-step must be at least 1 and --lr-gamma in (0, 1]")
     if args.val_every < 1:
         raise InputError(f"--val-every must be at least 1, got {args.val_every}")
+    if args.checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.init and args.resume:
         raise InputError("--init starts a new run; --resume continues one: give only one")
     if args.group_by and not is_particle_data(args.data):
@@ -80,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
                       group_by=args.group_by, net={"input": kind},
+                      checkpoint_steps=args.checkpoint_every,
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
