@@ -35,7 +35,7 @@ from udl_align.errors import InputError
 from udl_align.metrics import score
 from udl_align.stack_align import align_stack, read_reference
 from udl_align.stacks import open_particles
-from udl_align.training import TrainConfig, load_checkpoint, train
+from udl_align.training import TrainConfig, data_defaults, load_checkpoint, train
 
 TEMPLATES = {
     "GroEL": "center1_groel.png",
@@ -72,8 +72,11 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
     test_star = synthesise(template, work / f"{name}_test", args.n_test, 99)
     path = Path(models.get(name, out / f"{name}_{args.input}.pt"))
     if name not in models and not path.exists():
+        defaults = data_defaults(train_star)
         train(TrainConfig(images=str(train_star), minutes=args.train_minutes, seed=0,
-                          net={"input": args.input}), path)
+                          disturb_shift=defaults["disturb_shift"],
+                          net={"input": args.input, "input_lowpass": defaults["input_lowpass"]}),
+              path)
     state = load_checkpoint(path)
     info = {"path": str(path), "steps": state["step"], "minutes": state["train_seconds"] / 60,
             "input": state["net"].get("input", "image"), "offset": state["offset"]}

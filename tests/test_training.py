@@ -200,20 +200,12 @@ def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):
 # not learn from pure noise, and its label-free offset C matches the labelled one.
 # --------------------------------------------------------------------------------------------
 
-# the cpu preset's widths, 4x4 features
-TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride": 1,
-           "pools": [True, True, True, False]}
-
-
 def toy_train(tmp_path, signal: bool, steps: int = 300):
-    from toy import ToySource
+    from toy import ToySource, toy_config, toy_sources
 
     torch.set_num_threads(2)
-    cfg = TrainConfig(steps=steps, batch_size=16, val_pairs=128, val_every=steps, seed=2,
-                      calib_groups=128, noise="clean", disturb_shift=1.0, net=TOY_NET)
-    state = train(cfg, tmp_path / "toy.pt", progress=False, log=lambda *_: None,
-                  make_source=lambda c, off: ToySource(size=32, seed=c.seed + off, signal=signal,
-                                                       patterns=1))
+    state = train(toy_config(steps), tmp_path / "toy.pt", progress=False, log=lambda *_: None,
+                  make_source=toy_sources(signal))
     return state, ToySource(size=32, seed=99, signal=signal, patterns=1)
 
 
@@ -316,3 +308,35 @@ def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_
     for k, v in straight["model"].items():
         assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-5), k
     assert resumed["offset"] == pytest.approx(straight["offset"], abs=1e-3)
+
+
+def toy_error(state, source) -> float:
+    from udl_align.training import model_from_checkpoint, predict_angles
+
+    model = model_from_checkpoint(state)
+    test = source.sample(200)
+    raw = predict_angles(model, prepare_input(torch.from_numpy(test.a), 32),
+                         prepare_input(torch.from_numpy(test.b), 32)).numpy()
+    return float(np.mean(g.angle_error(raw - state["offset"], test.angle)))
+
+
+def test_two_processes_under_torchrun_train_like_one(toy_model, tmp_path):
+    """The toy run again, as 2 gloo processes started by torchrun (each with half of every
+    batch): it learns as well as the one-process run of the same total batch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("ddp_toy.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc-per-node", "2", str(script), str(tmp_path / "ddp.pt")],
+                   env=env, check=True, capture_output=True, timeout=300)
+    state, source = toy_model
+    two = load_checkpoint(tmp_path / "ddp.pt")
+    assert two["step"] == state["step"] == 300
+    one_err, two_err = toy_error(state, source), toy_error(two, source)
+    assert two_err < 30.0, two_err  # chance: 90
+    assert abs(one_err - two_err) < 10.0, (one_err, two_err)

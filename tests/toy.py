@@ -73,3 +73,20 @@ class ToySource:
         views, truth = self.sample_views(n, 2)
         return PairBatch(a=views[:, 0], b=views[:, 1], angle=truth[:, 1, 0],
                          tx=truth[:, 1, 1], ty=truth[:, 1, 2])
+
+
+# the cpu preset's widths, 4x4 features, 32 px: learns the toy family in about 300 steps
+TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride": 1,
+           "pools": [True, True, True, False]}
+
+
+def toy_config(steps: int = 300):
+    from udl_align.training import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=16, val_pairs=128, val_every=steps, seed=2,
+                       calib_groups=128, noise="clean", disturb_shift=1.0, net=TOY_NET)
+
+
+def toy_sources(signal: bool = True):
+    """``make_source`` for :func:`udl_align.training.train`."""
+    return lambda c, off: ToySource(size=32, seed=c.seed + off, signal=signal, patterns=1)

@@ -9,10 +9,15 @@ import json
 from ..errors import InputError
 from ..io import read_pairs
 from ..models import INPUTS, PRESETS
-from ..training import OBJECTIVES, TrainConfig, is_particle_data, save_checkpoint, train
-
-#: the network input for particle stacks when --input is not given (see the README's Table 2)
-PARTICLE_INPUT = "spectrum"
+from ..training import (
+    OBJECTIVES,
+    PARTICLE_DEFAULTS,
+    TrainConfig,
+    data_defaults,
+    is_particle_data,
+    save_checkpoint,
+    train,
+)
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +31,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
                         "modulo 180, half turn by correlation). Default: "
-                        f"{PARTICLE_INPUT} for particle stacks, image otherwise")
+                        f"{PARTICLE_DEFAULTS['input']} for particle stacks, image otherwise")
+    parser.add_argument("--disturb-shift", type=float, default=None,
+                        help="largest shift (px) of UDL's disturbances. Default: 0 for particle "
+                        "stacks (rotation only: a shifted frame's border enters the network's "
+                        "mask and gives the disturbance away), 5 otherwise")
+    parser.add_argument("--input-lowpass", type=float, default=None,
+                        help="Gaussian low-pass of the network's input, sigma as a fraction of "
+                        "its Nyquist. Default: 0.25 for particle stacks (interpolation "
+                        "patterns in noise give UDL's disturbances away at SNR 0.1), 0 otherwise")
     parser.add_argument("--group-by", default="",
                         help="particle STAR column (e.g. rlnClassNumber): pair particles only "
                         "within its groups")
@@ -76,7 +89,18 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("--init starts a new run; --resume continues one: give only one")
     if args.group_by and not is_particle_data(args.data):
         raise InputError("--group-by groups the particles of a stack or STAR given as --data")
-    kind = args.input or (PARTICLE_INPUT if is_particle_data(args.data) else "image")
+    defaults = data_defaults(args.data)
+    kind = args.input or defaults["input"]
+    disturb_shift = defaults["disturb_shift"] if args.disturb_shift is None \
+        else args.disturb_shift
+    if disturb_shift < 0:
+        raise InputError(f"--disturb-shift must be >= 0, got {disturb_shift}")
+    # the input kind follows --init's model unless --input says otherwise; the low-pass
+    # follows the data (it closes a shortcut that the data's noise opens)
+    net = {"input_lowpass": defaults["input_lowpass"] if args.input_lowpass is None
+           else args.input_lowpass}
+    if args.input or not args.init:
+        net["input"] = kind
     calib = read_pairs(args.calibrate_with) if args.calibrate_with else None
     if calib is not None and not calib.has_truth:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
@@ -84,12 +108,14 @@ def main(args: argparse.Namespace) -> int:
                       init=args.init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
-                      group_by=args.group_by, net={"input": kind},
-                      checkpoint_steps=args.checkpoint_every,
+                      group_by=args.group_by, net=net,
+                      checkpoint_steps=args.checkpoint_every, disturb_shift=disturb_shift,
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
     state = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if not state:  # a rank other than 0 under torchrun: rank 0 writes and reports
+        return 0
     if calib is not None:
         from ..calibration import offset_labelled
         from ..training import model_from_checkpoint
