@@ -68,18 +68,22 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
     template = Path(args.data) / "class_averages" / TEMPLATES[name]
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    train_star = synthesise(template, work / f"{name}_train", args.n_train, 1)
     test_star = synthesise(template, work / f"{name}_test", args.n_test, 99)
+    network = not args.no_network and (name in models or not args.only_given)
     path = Path(models.get(name, out / f"{name}_{args.input}.pt"))
-    if name not in models and not path.exists():
+    if network and name not in models and not path.exists():
+        train_star = synthesise(template, work / f"{name}_train", args.n_train, 1)
         defaults = data_defaults(train_star)
         train(TrainConfig(images=str(train_star), minutes=args.train_minutes, seed=0,
                           disturb_shift=defaults["disturb_shift"],
                           net={"input": args.input, "input_lowpass": defaults["input_lowpass"]}),
               path)
-    state = load_checkpoint(path)
-    info = {"path": str(path), "steps": state["step"], "minutes": state["train_seconds"] / 60,
-            "input": state["net"].get("input", "image"), "offset": state["offset"]}
+    info = None
+    if network:
+        state = load_checkpoint(path)
+        info = {"path": str(path), "steps": state["step"],
+                "minutes": state["train_seconds"] / 60,
+                "input": state["net"].get("input", "image"), "offset": state["offset"]}
 
     particles = open_particles(test_star)
     with particles.reader() as read:
@@ -88,9 +92,11 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
     reference = read_reference(test_star.with_name(f"{name}_test_reference.mrc"),
                                particles.size)
     a = np.repeat(reference[None], particles.n, axis=0)
-    methods = {"udl": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT),
-               "udl+refine": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT,
-                                                            refine=True)}
+    methods = {}
+    if network:
+        methods = {"udl": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT),
+                   "udl+refine": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT,
+                                                                refine=True)}
     methods.update({m: make_aligner(m, max_shift=MAX_SHIFT) for m in CLASSICAL})
     runs = run_side_by_side(methods, a, b, repeats=2, progress=not args.quiet, desc=name)
     row = {m: score(truth[:, 0], truth[:, 1], truth[:, 2], est.angle, est.tx, est.ty, sec)
@@ -133,9 +139,9 @@ def synthetic_table(results: dict, methods: list[str]) -> str:
     for name, row in results.items():
         paper = PAPER.get(name, (None, None))
         cells = [f"{p:.2f}" if p is not None else "-" for p in paper]
-        cells += [f"{row[m]['mean_deg']:.2f}" for m in methods]
-        cells += [f"{row[m]['shift_mean_px']:.2f}" for m in methods]
-        cells += [f"{row[m]['pairs_per_s']:.0f}" for m in methods]
+        cells += [f"{row[m]['mean_deg']:.2f}" if m in row else "-" for m in methods]
+        cells += [f"{row[m]['shift_mean_px']:.2f}" if m in row else "-" for m in methods]
+        cells += [f"{row[m]['pairs_per_s']:.0f}" if m in row else "-" for m in methods]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -162,7 +168,8 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
-        ax.bar(np.arange(len(names)) + i * width, [results[n][m]["mean_deg"] for n in names],
+        ax.bar(np.arange(len(names)) + i * width,
+               [results[n][m]["mean_deg"] if m in results[n] else np.nan for n in names],
                width, label=m)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
     ax.set_ylabel("mean rotation error (deg)")
@@ -185,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-model", default="GroEL",
                    help="which trained model also aligns the real stacks ('' for none)")
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--no-network", action="store_true", help="the classical methods only")
+    p.add_argument("--only-given", action="store_true",
+                   help="networks only for the class averages named in --models (no training)")
     p.add_argument("--out-dir", default="results/table2")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -195,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results, trained = {}, {}
         for name in args.templates:
-            results[name], trained[name] = synthetic_row(name, args, out, models)
+            results[name], info = synthetic_row(name, args, out, models)
+            if info is not None:
+                trained[name] = info
         real = None
         if not args.skip_real:
             real_model = Path(trained[args.real_model]["path"]) if args.real_model in trained \
@@ -204,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"table2.py: error: {err}", file=sys.stderr)
         return 2
-    methods = ["udl", "udl+refine", *CLASSICAL]
+    methods = [m for m in ("udl", "udl+refine", *CLASSICAL)
+               if any(m in row for row in results.values())]
     report = {"synthetic": results, "models": trained, "real": real, "paper": PAPER,
               "threads": torch.get_num_threads(), "max_shift": MAX_SHIFT,
               "n_test": args.n_test, "wall_seconds": time.time() - start}
