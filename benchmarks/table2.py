@@ -76,6 +76,7 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
         defaults = data_defaults(train_star)
         train(TrainConfig(images=str(train_star), minutes=args.train_minutes, seed=0,
                           disturb_shift=defaults["disturb_shift"],
+                          split_views=defaults["split_views"],
                           net={"input": args.input, "input_lowpass": defaults["input_lowpass"]}),
               path)
     info = None

@@ -103,3 +103,16 @@ def test_group_by_needs_the_column(particle_star, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no column 'rlnClassNumber'" in err[0]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_split_views_share_content_but_not_noise():
+    from udl_align.training import split_noise
+
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.standard_normal((4, 64, 64)).astype(np.float32))
+    smooth = torch.from_numpy(np.stack([particle(64)] * 4).astype(np.float32))
+    for x, low, high in ((noise, -0.1, 0.1), (smooth, 0.95, 1.0)):
+        even, odd = split_noise(x)
+        assert even.shape == (4, 32, 32)
+        r = np.corrcoef(even.flatten().numpy(), odd.flatten().numpy())[0, 1]
+        assert low <= r <= high, r

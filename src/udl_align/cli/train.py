@@ -40,6 +40,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="Gaussian low-pass of the network's input, sigma as a fraction of "
                         "its Nyquist. Default: 0.25 for particle stacks (interpolation "
                         "patterns in noise give UDL's disturbances away at SNR 0.1), 0 otherwise")
+    parser.add_argument("--split-views", choices=("on", "off"), default=None,
+                        help="make UDL's two disturbed copies from the even and the odd pixels, "
+                        "so they share no noise. Default: on for particle stacks, off otherwise")
     parser.add_argument("--group-by", default="",
                         help="particle STAR column (e.g. rlnClassNumber): pair particles only "
                         "within its groups")
@@ -110,6 +113,8 @@ def main(args: argparse.Namespace) -> int:
                       seed=args.seed, val_every=args.val_every, device=args.device,
                       group_by=args.group_by, net=net,
                       checkpoint_steps=args.checkpoint_every, disturb_shift=disturb_shift,
+                      split_views=defaults["split_views"] if args.split_views is None
+                      else args.split_views == "on",
                       steps=args.steps if args.steps is not None
                       else (None if args.resume else 1000),
                       minutes=args.minutes)
