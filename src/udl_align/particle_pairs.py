@@ -6,6 +6,10 @@ never paired with itself, so the two images of a pair never share a noise realis
 ``group_by`` (a STAR column such as ``rlnClassNumber``) both particles of a pair come from the
 same group; without it the whole stack is one group.
 
+With a ``reference`` (a class average or a projection of the user's map), every pair is
+(reference, particle) instead: the pairs ``align --stack --reference`` will see, with one clean
+side, so the signal is far stronger than between two noisy particles.
+
 Every tenth particle is held out for the validation diagnostic. Where the STAR carries the true
 transforms (``synth cryoem`` writes them), pairs come with their true relative transform, which
 only that diagnostic reads.
@@ -31,7 +35,7 @@ class StackPairSource:
     ``noise_rng``) over a :class:`~udl_align.stacks.ParticleSet`."""
 
     def __init__(self, particles: ParticleSet, seed: int = 0, part: str = "train",
-                 group_by: str = "") -> None:
+                 group_by: str = "", reference: np.ndarray | None = None) -> None:
         n = particles.n
         if n < 20:
             raise InputError(f"holds {n} particles: training needs at least 20",
@@ -45,6 +49,7 @@ class StackPairSource:
             raise InputError(f"no group of '{group_by}' has 3 particles to pair", particles.path)
         self.particles = particles
         self.size = particles.size
+        self.reference = None if reference is None else np.asarray(reference, np.float32)
         self.truth = particles.transforms()
         self.rng = np.random.default_rng([seed, 0])
         self.noise_rng = np.random.default_rng([seed, 1])  # unused; kept for checkpoints
@@ -93,15 +98,33 @@ class StackPairSource:
         r = geometry.compose(geometry.invert(t1), t2)
         return np.stack([r.angle, r.tx, r.ty], 1)
 
+    def _onto(self, index: np.ndarray) -> np.ndarray:
+        """``(n, 3)`` transforms taking the reference onto particles ``index`` (NaN without
+        truth)."""
+        if self.truth is None:
+            return np.full((len(index), 3), np.nan)
+        return self.truth[index]
+
     def sample(self, n: int, keep_clean: bool = False) -> PairBatch:
+        if self.reference is not None:
+            index, images = self._views(n, 1)
+            truth = self._onto(index[:, 0])
+            return PairBatch(a=np.repeat(self.reference[None], n, 0), b=images[:, 0],
+                             angle=truth[:, 0], tx=truth[:, 1], ty=truth[:, 2])
         index, images = self._views(n, 2)
         truth = self._relative(index[:, 0], index[:, 1])
         return PairBatch(a=images[:, 0], b=images[:, 1], angle=truth[:, 0], tx=truth[:, 1],
                          ty=truth[:, 2])
 
     def sample_views(self, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        """Groups of ``k`` different particles of one group, and each one's transform from the
-        first (NaN without truth)."""
+        """Groups of ``k`` different particles of one group (the reference first, when there
+        is one), and each one's transform from the first (NaN without truth)."""
+        if self.reference is not None:
+            index, images = self._views(n, k - 1)
+            ref = np.repeat(self.reference[None, None], n, 0)
+            truth = np.concatenate([np.zeros((n, 1, 3)), np.stack(
+                [self._onto(index[:, j]) for j in range(k - 1)], 1)], 1)
+            return np.concatenate([ref, images], 1), truth
         index, images = self._views(n, k)
         truth = np.stack([self._relative(index[:, 0], index[:, j]) for j in range(k)], 1)
         return images, truth

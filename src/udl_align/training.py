@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "cpu"  # where the network trains ("cuda" for a GPU); pairs are made on CPU
     group_by: str = ""  # particle stacks: pair particles only within groups of this STAR column
     split_views: bool = False  # UDL's A and B from the even / odd pixels (see udl_batch)
+    reference: str = ""  # particle stacks: pairs are (this reference, a particle)
     net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
 
     def to_dict(self) -> dict:
@@ -282,8 +283,13 @@ def default_sources(cfg: TrainConfig):
         if cfg.objective == "supervised" and particles.transforms() is None:
             raise InputError("has no rlnAnglePsi and origins: supervised training needs "
                              "them", path)
+        reference = None
+        if cfg.reference:
+            from .stack_align import read_reference
+
+            reference = read_reference(cfg.reference, particles.size)
         return lambda c, offset: StackPairSource(
-            particles, seed=c.seed + offset, group_by=c.group_by,
+            particles, seed=c.seed + offset, group_by=c.group_by, reference=reference,
             part="val" if offset == VALIDATION else "train")
     if path.suffix.lower() != ".npz":
         return lambda c, offset: NaturalPairSource(

@@ -43,6 +43,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-views", choices=("on", "off"), default=None,
                         help="make UDL's two disturbed copies from the even and the odd pixels, "
                         "so they share no noise. Default: on for particle stacks, off otherwise")
+    parser.add_argument("--reference", default="",
+                        help="particle stacks: train on (reference, particle) pairs, the pairs "
+                        "align --stack --reference sees (a class average or a projection)")
     parser.add_argument("--group-by", default="",
                         help="particle STAR column (e.g. rlnClassNumber): pair particles only "
                         "within its groups")
@@ -90,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     if args.init and args.resume:
         raise InputError("--init starts a new run; --resume continues one: give only one")
+    if args.reference and not is_particle_data(args.data):
+        raise InputError("--reference pairs the particles of a stack or STAR given as --data")
     if args.group_by and not is_particle_data(args.data):
         raise InputError("--group-by groups the particles of a stack or STAR given as --data")
     defaults = data_defaults(args.data)
@@ -111,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
                       init=args.init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
-                      group_by=args.group_by, net=net,
+                      group_by=args.group_by, net=net, reference=args.reference,
                       checkpoint_steps=args.checkpoint_every, disturb_shift=disturb_shift,
                       split_views=defaults["split_views"] if args.split_views is None
                       else args.split_views == "on",
