@@ -116,3 +116,22 @@ def test_split_views_share_content_but_not_noise():
         assert even.shape == (4, 32, 32)
         r = np.corrcoef(even.flatten().numpy(), odd.flatten().numpy())[0, 1]
         assert low <= r <= high, r
+
+
+def test_reference_pairs_take_the_reference_onto_each_particle(particle_star):
+    from udl_align.particle_pairs import StackPairSource
+    from udl_align.stack_align import read_reference
+    from udl_align.stacks import open_particles
+
+    particles = open_particles(particle_star)
+    reference = read_reference(particle_star.with_name("parts_reference.mrc"), particles.size)
+    source = StackPairSource(particles, seed=2, reference=reference)
+    batch = source.sample(5)
+    assert np.allclose(batch.a, reference[None])
+    mask = g.soft_circular_mask(48, 18)
+    for b, t in zip(batch.b, np.stack([batch.angle, batch.tx, batch.ty], 1), strict=True):
+        r = np.corrcoef((g.apply(reference, t) * mask).ravel(), (b * mask).ravel())[0, 1]
+        assert r > 0.9, r
+    views, truth = source.sample_views(3, 3)
+    assert np.allclose(views[:, 0], reference[None]) and np.allclose(truth[:, 0], 0.0)
+    source.close()
