@@ -16,25 +16,30 @@ reference inside the disc of radius ``N/2 - max_shift - 1``, each normalised the
 mean and unit variance (a Gaussian kernel of width ``1/sqrt(2)`` standard deviations).
 
 Particles with NaN or Inf pixels are left out of every output and counted. Nothing is left in
-``out_dir`` if anything fails.
+``out_dir`` if anything fails. Under ``torchrun`` the processes share the stack (see
+:func:`align_stack`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import geometry
+from . import distributed, geometry
 from .aligners.base import Aligner
 from .aligners.correlation import correntropy, mask_radius
 from .compare import save_figure, write_json
+from .distributed import Ranks
 from .errors import InputError
 from .io import (
+    MrcStack,
     all_or_nothing,
+    atomic_output,
     check_writable,
     mrc_stack_writer,
     read_image,
@@ -87,15 +92,63 @@ def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Alig
             bar.update(len(images))
 
 
-def count_finite(particles: ParticleSet, batch_size: int, log=print) -> int:
-    """Particles without NaN/Inf pixels (one reading pass); warns with the count of the rest."""
+def count_finite(particles: ParticleSet, batch_size: int, log=print,
+                 required: bool = True) -> int:
+    """Particles without NaN/Inf pixels (one reading pass); warns with the count of the rest.
+    ``required``: none at all is an error (one process's share may be empty)."""
     good = sum(int(f.sum()) for _, _, f in particles.batches(batch_size))
     if good < particles.n:
         log(f"warning: {particles.n - good} of {particles.n} particles have NaN/Inf pixels and "
             "are left out")
-    if good == 0:
+    if good == 0 and required:
         raise InputError("no particle without NaN/Inf pixels", particles.path)
     return good
+
+
+@dataclass
+class Part:
+    """The alignment of some particles: per aligned particle its input position, transform and
+    score, and the sum of the aligned images (for the average)."""
+
+    index: np.ndarray
+    angle: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    score: np.ndarray
+    total: np.ndarray  # (N, N) float64
+    seconds: float
+
+    @classmethod
+    def merge(cls, parts: list[Part]) -> Part:
+        fields = ("index", "angle", "tx", "ty", "score")
+        return cls(*(np.concatenate([getattr(q, f) for q in parts]) for f in fields),
+                   total=sum(q.total for q in parts), seconds=max(q.seconds for q in parts))
+
+
+def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
+               stack_path: Path, batch_size: int, progress: bool, log=print,
+               offset: int = 0, required: bool = True) -> Part:
+    """Align ``particles`` (input positions counted from ``offset``); their aligned images go
+    to ``stack_path`` (written atomically)."""
+    size = particles.size
+    good = count_finite(particles, batch_size, log, required)
+    # results go into arrays made once: small per-batch objects kept alive between the big
+    # temporaries of each batch fragment the heap (resident memory grew 3-4 MB per batch)
+    index = np.empty(good, np.int64)
+    angle, tx, ty, score = (np.empty(good) for _ in range(4))
+    total = torch.zeros(size, size, dtype=torch.float64)
+    seconds, written = 0.0, 0
+    with mrc_stack_writer(stack_path, good, size, particles.pixel_size) as put:
+        for where, est, aligned, scores, took in aligned_batches(
+                particles, reference, aligner, batch_size, progress):
+            put(written, aligned.numpy())
+            rows = slice(written, written + len(where))
+            index[rows], score[rows] = where + offset, scores
+            angle[rows], tx[rows], ty[rows] = est.angle, est.tx, est.ty
+            written += len(where)
+            total += aligned.double().sum(dim=0)
+            seconds += took
+    return Part(index, angle, tx, ty, score, total.numpy(), seconds)
 
 
 def align_stack(
@@ -107,48 +160,94 @@ def align_stack(
     progress: bool = True,
     log=print,
     record: dict | None = None,
+    ranks: Ranks | None = None,
 ) -> dict:
     """Align, write the outputs, return the summary (counts, mean score, particles/s) that
-    ``align.json`` holds with ``record`` (e.g. how the reference was made)."""
+    ``align.json`` holds with ``record`` (e.g. how the reference was made).
+
+    Under ``torchrun`` (``ranks``): each process aligns one contiguous slice of the stack into
+    its own part (``out_dir/.parts``); rank 0 then merges the parts, in input order, into the
+    same outputs one process writes, and returns the summary (the others return ``{}``)."""
+    ranks = ranks or Ranks()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
-    n, size = particles.n, particles.size
-    good_total = count_finite(particles, batch_size, log)
-    # results go into arrays made once: small per-batch objects kept alive between the big
-    # temporaries of each batch fragment the heap (resident memory grew 3-4 MB per batch)
-    index = np.empty(good_total, np.int64)
-    angle, tx, ty, score = (np.empty(good_total) for _ in range(4))
-    total = torch.zeros(size, size, dtype=torch.float64)
-    seconds, written = 0.0, 0
     with all_or_nothing() as finished:
-        with mrc_stack_writer(paths["aligned.mrcs"], good_total, size,
-                              particles.pixel_size) as put:
-            for where, est, aligned, scores, took in aligned_batches(
-                    particles, reference, aligner, batch_size, progress):
-                put(written, aligned.numpy())
-                rows = slice(written, written + len(where))
-                index[rows], score[rows] = where, scores
-                angle[rows], tx[rows], ty[rows] = est.angle, est.tx, est.ty
-                written += len(where)
-                total += aligned.double().sum(dim=0)
-                seconds += took
-            average = (total / good_total).float().numpy()
-            write_mrc(paths["average.mrc"], average, particles.pixel_size, stack=False)
-            finished.append(paths["average.mrc"])
-            write_star(paths["particles.star"], particles, index, angle, tx, ty, score)
-            finished.append(paths["particles.star"])
-            plot_average(reference, average, paths["average.png"], good_total,
-                         float(score.mean()))
-            finished.append(paths["average.png"])
-            summary = {"particles": n, "aligned": good_total, "skipped": n - good_total,
-                       "mean_correntropy": float(score.mean()),
-                       "correntropy": "mean(exp(-(x - y)^2)), both normalised to zero mean and "
-                       "unit variance inside the disc of radius N/2 - max_shift - 1",
-                       "particles_per_s": good_total / seconds, "aligner": aligner.name,
-                       "input": str(particles.path), **(record or {})}
-            write_json(summary, paths["align.json"])
-            finished.append(paths["align.json"])
+        if not ranks.active:
+            part = align_part(particles, reference, aligner, paths["aligned.mrcs"],
+                              batch_size, progress, log)
+            finished.append(paths["aligned.mrcs"])
+        else:
+            part = align_shared(particles, reference, aligner, out_dir, paths, batch_size,
+                                progress, log, ranks)
+            if not ranks.main:
+                return {}
+            finished.append(paths["aligned.mrcs"])
+        return write_outputs(particles, reference, aligner, part, paths, finished, record)
+
+
+def align_shared(particles, reference, aligner, out_dir: Path, paths: dict, batch_size: int,
+                 progress: bool, log, ranks: Ranks) -> Part | None:
+    """This process's slice into ``out_dir/.parts``; on rank 0, the merged :class:`Part` with
+    ``aligned.mrcs`` written from the parts' stacks (the parts are removed)."""
+    import shutil
+
+    parts = out_dir / ".parts"
+    parts.mkdir(exist_ok=True)
+    bounds = np.linspace(0, particles.n, ranks.world + 1).astype(int)
+    lo, hi = bounds[ranks.rank], bounds[ranks.rank + 1]
+    mine = align_part(particles.subset(np.arange(lo, hi)), reference, aligner,
+                      parts / f"aligned-{ranks.rank}.mrcs", batch_size,
+                      progress and ranks.main, log, offset=lo, required=False)
+    with atomic_output(parts / f"part-{ranks.rank}.npz") as tmp:
+        np.savez(tmp, **{k: v for k, v in vars(mine).items()})
+    distributed.barrier(ranks)
+    if not ranks.main:
+        distributed.barrier(ranks)  # rank 0 reads the parts, then removes them
+        return None
+    found = []
+    for r in range(ranks.world):
+        with np.load(parts / f"part-{r}.npz") as z:
+            found.append(Part(**{k: z[k] for k in z.files}))
+    part = Part.merge(found)
+    if len(part.index) == 0:
+        raise InputError("no particle without NaN/Inf pixels", particles.path)
+    with mrc_stack_writer(paths["aligned.mrcs"], len(part.index), particles.size,
+                          particles.pixel_size) as put:
+        written = 0
+        for r, piece in enumerate(found):
+            if len(piece.index):
+                with MrcStack(parts / f"aligned-{r}.mrcs") as stack:
+                    for start in range(0, stack.n, batch_size):
+                        block = stack.raw(slice(start, min(start + batch_size, stack.n)))
+                        put(written, block)
+                        written += len(block)
+    distributed.barrier(ranks)
+    shutil.rmtree(parts, ignore_errors=True)
+    return part
+
+
+def write_outputs(particles, reference, aligner, part: Part, paths: dict, finished: list,
+                  record: dict | None) -> dict:
+    """``average.mrc``, ``particles.star``, ``average.png`` and ``align.json`` from the
+    alignment (``aligned.mrcs`` is written already); returns the summary."""
+    good = len(part.index)
+    average = (part.total / good).astype(np.float32)
+    write_mrc(paths["average.mrc"], average, particles.pixel_size, stack=False)
+    finished.append(paths["average.mrc"])
+    write_star(paths["particles.star"], particles, part.index, part.angle, part.tx, part.ty,
+               part.score)
+    finished.append(paths["particles.star"])
+    plot_average(reference, average, paths["average.png"], good, float(part.score.mean()))
+    finished.append(paths["average.png"])
+    summary = {"particles": particles.n, "aligned": good, "skipped": particles.n - good,
+               "mean_correntropy": float(part.score.mean()),
+               "correntropy": "mean(exp(-(x - y)^2)), both normalised to zero mean and "
+               "unit variance inside the disc of radius N/2 - max_shift - 1",
+               "particles_per_s": good / float(part.seconds), "aligner": aligner.name,
+               "input": str(particles.path), **(record or {})}
+    write_json(summary, paths["align.json"])
+    finished.append(paths["align.json"])
     return summary
 
 

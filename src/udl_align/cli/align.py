@@ -90,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def align_particles(args: argparse.Namespace) -> int:
+    from .. import distributed
     from ..stack_align import align_stack, read_reference
     from ..stacks import open_particles
 
@@ -109,8 +110,15 @@ def align_particles(args: argparse.Namespace) -> int:
         reference, history = reference_free(particles, aligner, batch_size,
                                             rounds=args.rounds, progress=not args.quiet)
         record = {"reference": "reference-free", "rounds": history}
-    summary = align_stack(particles, reference, aligner, args.out_dir,
-                          batch_size=batch_size, progress=not args.quiet, record=record)
+    ranks = distributed.start(args.device)  # several processes under torchrun share the stack
+    try:
+        summary = align_stack(particles, reference, aligner, args.out_dir,
+                              batch_size=batch_size, progress=not args.quiet, record=record,
+                              ranks=ranks)
+    finally:
+        distributed.stop(ranks)
+    if not summary:  # not rank 0: rank 0 merges and reports
+        return 0
     print(f"aligned {summary['aligned']} of {summary['particles']} particles with "
           f"{aligner.name} at {summary['particles_per_s']:.1f} particles/s (mean correntropy "
           f"{summary['mean_correntropy']:.3f}); wrote particles.star, aligned.mrcs, "
