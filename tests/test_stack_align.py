@@ -136,3 +136,21 @@ def test_two_processes_under_torchrun_write_what_one_writes(stack, tmp_path):
             assert np.allclose(a.data, b.data, atol=1e-4) and a.voxel_size.x == b.voxel_size.x
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir())  # no parts left behind
+
+
+def test_reading_ahead_with_workers_changes_nothing(stack, tmp_path):
+    from udl_align.stacks import open_particles
+
+    particles = open_particles(stack)
+    plain = list(particles.batches(5))
+    ahead = list(particles.batches(5, workers=2))
+    assert [s for s, _, _ in plain] == [s for s, _, _ in ahead] == [0, 5, 10]
+    for (_, x, fx), (_, y, fy) in zip(plain, ahead, strict=True):
+        assert np.array_equal(x, y) and np.array_equal(fx, fy)
+    reference = tmp_path / "parts_reference.mrc"
+    assert run_align(stack, reference, tmp_path / "a") == 0
+    assert run_align(stack, reference, tmp_path / "b", "--num-workers", "2",
+                     "--batch-size", "4") == 0
+    a = starfile.read(tmp_path / "a" / "particles.star")["particles"]
+    b = starfile.read(tmp_path / "b" / "particles.star")["particles"]
+    assert np.allclose(a["rlnAnglePsi"], b["rlnAnglePsi"], atol=1e-6)

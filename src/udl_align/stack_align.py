@@ -68,7 +68,8 @@ def read_reference(path: str | Path, size: int) -> np.ndarray:
 
 
 def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
-                    batch_size: int, progress: bool = False, desc: str | None = None):
+                    batch_size: int, progress: bool = False, desc: str | None = None,
+                    workers: int = 0):
     """Align the finite particles batch by batch; yields ``(index, estimate, aligned, score,
     seconds)``: input positions, the :class:`Estimate`, the particles brought onto the
     reference ``(k, N, N)`` tensor, their correntropy to it, and the time it took."""
@@ -78,7 +79,7 @@ def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Alig
     ref_t = torch.as_tensor(reference)
     with tqdm(total=particles.n, desc=desc or f"align {aligner.name}", unit="particle",
               disable=not progress) as bar:
-        for start, images, finite in particles.batches(batch_size):
+        for start, images, finite in particles.batches(batch_size, workers):
             good = images[finite]
             if len(good):
                 t0 = time.perf_counter()
@@ -127,7 +128,7 @@ class Part:
 
 def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
                stack_path: Path, batch_size: int, progress: bool, log=print,
-               offset: int = 0, required: bool = True) -> Part:
+               offset: int = 0, required: bool = True, workers: int = 0) -> Part:
     """Align ``particles`` (input positions counted from ``offset``); their aligned images go
     to ``stack_path`` (written atomically)."""
     size = particles.size
@@ -140,7 +141,7 @@ def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
     seconds, written = 0.0, 0
     with mrc_stack_writer(stack_path, good, size, particles.pixel_size) as put:
         for where, est, aligned, scores, took in aligned_batches(
-                particles, reference, aligner, batch_size, progress):
+                particles, reference, aligner, batch_size, progress, workers=workers):
             put(written, aligned.numpy())
             rows = slice(written, written + len(where))
             index[rows], score[rows] = where + offset, scores
@@ -161,6 +162,7 @@ def align_stack(
     log=print,
     record: dict | None = None,
     ranks: Ranks | None = None,
+    workers: int = 0,
 ) -> dict:
     """Align, write the outputs, return the summary (counts, mean score, particles/s) that
     ``align.json`` holds with ``record`` (e.g. how the reference was made).
@@ -175,11 +177,11 @@ def align_stack(
     with all_or_nothing() as finished:
         if not ranks.active:
             part = align_part(particles, reference, aligner, paths["aligned.mrcs"],
-                              batch_size, progress, log)
+                              batch_size, progress, log, workers=workers)
             finished.append(paths["aligned.mrcs"])
         else:
             part = align_shared(particles, reference, aligner, out_dir, paths, batch_size,
-                                progress, log, ranks)
+                                progress, log, ranks, workers)
             if not ranks.main:
                 return {}
             finished.append(paths["aligned.mrcs"])
@@ -187,7 +189,7 @@ def align_stack(
 
 
 def align_shared(particles, reference, aligner, out_dir: Path, paths: dict, batch_size: int,
-                 progress: bool, log, ranks: Ranks) -> Part | None:
+                 progress: bool, log, ranks: Ranks, workers: int = 0) -> Part | None:
     """This process's slice into ``out_dir/.parts``; on rank 0, the merged :class:`Part` with
     ``aligned.mrcs`` written from the parts' stacks (the parts are removed)."""
     import shutil
@@ -198,7 +200,8 @@ def align_shared(particles, reference, aligner, out_dir: Path, paths: dict, batc
     lo, hi = bounds[ranks.rank], bounds[ranks.rank + 1]
     mine = align_part(particles.subset(np.arange(lo, hi)), reference, aligner,
                       parts / f"aligned-{ranks.rank}.mrcs", batch_size,
-                      progress and ranks.main, log, offset=lo, required=False)
+                      progress and ranks.main, log, offset=lo, required=False,
+                      workers=workers)
     with atomic_output(parts / f"part-{ranks.rank}.npz") as tmp:
         np.savez(tmp, **{k: v for k, v in vars(mine).items()})
     distributed.barrier(ranks)

@@ -3,8 +3,11 @@ names: what ``align --stack`` reads."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +45,44 @@ class ParticleSet:
         return ParticleSet(self.path, self.stack_path[index], self.stack_index[index],
                            [self.names[i] for i in index], self.size, self.pixel_size, rows)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def batches(self, batch_size: int, workers: int = 0
+                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, images (k, N, N) float32, finite (k,) bool)`` in input order. A particle
-        with NaN or Inf pixels comes as ``finite=False`` (the caller skips and counts it)."""
-        with self.reader() as read:
-            for start in range(0, self.n, batch_size):
-                images = read(np.arange(start, min(start + batch_size, self.n)))
-                yield start, images, np.isfinite(images).all(axis=(1, 2))
+        with NaN or Inf pixels comes as ``finite=False`` (the caller skips and counts it).
+
+        ``workers`` > 0: that many threads read ahead (each with its own open files; plain
+        file reads release the GIL), at most two batches each, so memory stays bounded."""
+        starts = range(0, self.n, batch_size)
+        if workers <= 0:
+            with self.reader() as read:
+                for start in starts:
+                    yield self._batch(read, start, batch_size)
+            return
+        local, opened = threading.local(), []
+
+        def load(start: int):
+            if not hasattr(local, "read"):
+                files = ExitStack()
+                opened.append(files)
+                local.read = files.enter_context(self.reader())
+            return self._batch(local.read, start, batch_size)
+
+        pending: deque = deque()
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                for start in starts:
+                    pending.append(pool.submit(load, start))
+                    if len(pending) > 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+        finally:
+            for files in opened:
+                files.close()
+
+    def _batch(self, read, start: int, batch_size: int):
+        images = read(np.arange(start, min(start + batch_size, self.n)))
+        return start, images, np.isfinite(images).all(axis=(1, 2))
 
     @contextmanager
     def reader(self) -> Iterator:

@@ -52,6 +52,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="pairs or particles per batch (default: the method's own, 64 for "
                         "a network, 16 for the classical methods)")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="--stack: threads reading particles ahead of the alignment "
+                        "(default 0: read in turn)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -84,6 +87,8 @@ def make(args: argparse.Namespace, max_shift: float | None):
 def main(args: argparse.Namespace) -> int:
     if args.refine and not args.model:
         raise InputError("--refine refines a network's angle: use it with --model")
+    if args.num_workers < 0:
+        raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     return align_particles(args) if args.stack else align_pairs(args)
@@ -114,7 +119,7 @@ def align_particles(args: argparse.Namespace) -> int:
     try:
         summary = align_stack(particles, reference, aligner, args.out_dir,
                               batch_size=batch_size, progress=not args.quiet, record=record,
-                              ranks=ranks)
+                              ranks=ranks, workers=args.num_workers)
     finally:
         distributed.stop(ranks)
     if not summary:  # not rank 0: rank 0 merges and reports
