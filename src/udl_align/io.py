@@ -396,42 +396,79 @@ def all_or_nothing() -> Iterator[list[Path]]:
 
 
 @contextlib.contextmanager
-def mrc_stack_writer(path: PathLike, n: int, size: int, pixel_size: float):
+def mrc_stack_writer(path: PathLike, n: int, size: int, pixel_size: float,
+                     work: PathLike | None = None, resume_at: int = 0):
     """Write an ``(n, size, size)`` float32 MRC stack piece by piece: yields
     ``put(start, block)``. Blocks go to the file with plain writes (no memory map whose dirty
     pages would count as resident), so memory does not grow with ``n``; the header statistics
     are kept as we go. The file appears under ``path`` only when the body finishes (see
-    :func:`atomic_output`)."""
-    with atomic_output(path) as tmp:
-        with mrcfile.new_mmap(tmp, shape=(n, size, size), mrc_mode=2, overwrite=True) as mrc:
+    :func:`atomic_output`).
+
+    ``work``: the file is written there instead of a throw-away temporary file, so it
+    survives a crash, and a later call with ``resume_at=k`` keeps its first ``k`` images and
+    goes on (their statistics are read back); at the end it is renamed onto ``path``."""
+    if work is None:
+        with atomic_output(path) as tmp, _stack_file(tmp, n, size, pixel_size, 0) as put:
+            yield put
+        return
+    work, path = Path(work), check_writable(path)
+    try:
+        with _stack_file(work, n, size, pixel_size, resume_at) as put:
+            yield put
+        fd = os.open(work, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(work, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS:  # as atomic_output: one line
+            raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+        raise
+
+
+@contextlib.contextmanager
+def _stack_file(path: Path, n: int, size: int, pixel_size: float, resume_at: int):
+    if resume_at == 0 or not Path(path).exists():
+        resume_at = 0
+        with mrcfile.new_mmap(path, shape=(n, size, size), mrc_mode=2, overwrite=True) as mrc:
             mrc.set_image_stack()
             mrc.voxel_size = float(pixel_size)
-            offset = mrc.header.nbytes + mrc.extended_header.nbytes
-            dtype = mrc.data.dtype
-        stats = {"min": np.inf, "max": -np.inf, "sum": 0.0, "sq": 0.0, "count": 0}
-        with open(tmp, "r+b") as f:
+    with mrcfile.mmap(path, mode="r") as mrc:  # header only
+        offset = mrc.header.nbytes + mrc.extended_header.nbytes
+        dtype = mrc.data.dtype
+    stats = {"min": np.inf, "max": -np.inf, "sum": 0.0, "sq": 0.0, "count": 0}
 
-            def put(start: int, block: np.ndarray) -> None:
-                block = np.ascontiguousarray(block, dtype=dtype)
-                if block.shape[1:] != (size, size) or start + len(block) > n:
-                    raise ValueError(f"block {block.shape} at {start} does not fit ({n}, "
-                                     f"{size}, {size})")
-                f.seek(offset + start * size * size * dtype.itemsize)
-                block.tofile(f)  # no temporary copy: big short-lived buffers fragment the heap
-                stats["min"] = min(stats["min"], float(block.min()))
-                stats["max"] = max(stats["max"], float(block.max()))
-                for image in block.reshape(len(block), -1):  # per image: no float64 temporaries
-                    stats["sum"] += float(image.sum())
-                    stats["sq"] += float(np.dot(image, image))
-                stats["count"] += block.size
+    def count(block: np.ndarray) -> None:
+        stats["min"] = min(stats["min"], float(block.min()))
+        stats["max"] = max(stats["max"], float(block.max()))
+        for image in block.reshape(len(block), -1):  # per image: no float64 temporaries
+            stats["sum"] += float(image.sum())
+            stats["sq"] += float(np.dot(image, image))
+        stats["count"] += block.size
 
-            yield put
-        with mrcfile.mmap(tmp, mode="r+") as mrc:  # header only: no data page is touched
-            count = max(stats["count"], 1)
-            mean = stats["sum"] / count
-            mrc.header.dmin, mrc.header.dmax = stats["min"], stats["max"]
-            mrc.header.dmean = mean
-            mrc.header.rms = np.sqrt(max(stats["sq"] / count - mean * mean, 0.0))
+    with open(path, "r+b") as f:
+        for first in range(0, resume_at, 256):  # what a resumed file already holds
+            f.seek(offset + first * size * size * dtype.itemsize)
+            k = min(256, resume_at - first)
+            count(np.fromfile(f, dtype=dtype, count=k * size * size).reshape(k, size, size))
+
+        def put(start: int, block: np.ndarray) -> None:
+            block = np.ascontiguousarray(block, dtype=dtype)
+            if block.shape[1:] != (size, size) or start + len(block) > n:
+                raise ValueError(f"block {block.shape} at {start} does not fit ({n}, "
+                                 f"{size}, {size})")
+            f.seek(offset + start * size * size * dtype.itemsize)
+            block.tofile(f)  # no temporary copy: big short-lived buffers fragment the heap
+            count(block)
+
+        yield put
+    with mrcfile.mmap(path, mode="r+") as mrc:  # header only: no data page is touched
+        total = max(stats["count"], 1)
+        mean = stats["sum"] / total
+        mrc.header.dmin, mrc.header.dmax = stats["min"], stats["max"]
+        mrc.header.dmean = mean
+        mrc.header.rms = np.sqrt(max(stats["sq"] / total - mean * mean, 0.0))
 
 
 # --------------------------------------------------------------------------------------------

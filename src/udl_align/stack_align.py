@@ -22,6 +22,8 @@ Particles with NaN or Inf pixels are left out of every output and counted. Nothi
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,7 @@ def read_reference(path: str | Path, size: int) -> np.ndarray:
 
 def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
                     batch_size: int, progress: bool = False, desc: str | None = None,
-                    workers: int = 0):
+                    workers: int = 0, first: int = 0):
     """Align the finite particles batch by batch; yields ``(index, estimate, aligned, score,
     seconds)``: input positions, the :class:`Estimate`, the particles brought onto the
     reference ``(k, N, N)`` tensor, their correntropy to it, and the time it took."""
@@ -77,9 +79,9 @@ def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Alig
     s = aligner.shift_range(size)
     mask = torch.as_tensor(geometry.soft_circular_mask(size, mask_radius(size, s), edge=2.0))
     ref_t = torch.as_tensor(reference)
-    with tqdm(total=particles.n, desc=desc or f"align {aligner.name}", unit="particle",
-              disable=not progress) as bar:
-        for start, images, finite in particles.batches(batch_size, workers):
+    with tqdm(total=particles.n, initial=first, desc=desc or f"align {aligner.name}",
+              unit="particle", disable=not progress) as bar:
+        for start, images, finite in particles.batches(batch_size, workers, first):
             good = images[finite]
             if len(good):
                 t0 = time.perf_counter()
@@ -128,9 +130,15 @@ class Part:
 
 def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
                stack_path: Path, batch_size: int, progress: bool, log=print,
-               offset: int = 0, required: bool = True, workers: int = 0) -> Part:
+               offset: int = 0, required: bool = True, workers: int = 0,
+               partial: Path | None = None, resume: bool = False,
+               save_every: int = 0) -> Part:
     """Align ``particles`` (input positions counted from ``offset``); their aligned images go
-    to ``stack_path`` (written atomically)."""
+    to ``stack_path``.
+
+    ``partial``: a folder where the run keeps what it has done (the aligned images so far and
+    the results, saved every ``SAVE_SECONDS`` or every ``save_every`` batches), so that after
+    a crash ``resume`` goes on from the last saved batch; it is removed at the end."""
     size = particles.size
     good = count_finite(particles, batch_size, log, required)
     # results go into arrays made once: small per-batch objects kept alive between the big
@@ -138,10 +146,27 @@ def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
     index = np.empty(good, np.int64)
     angle, tx, ty, score = (np.empty(good) for _ in range(4))
     total = torch.zeros(size, size, dtype=torch.float64)
-    seconds, written = 0.0, 0
-    with mrc_stack_writer(stack_path, good, size, particles.pixel_size) as put:
+    seconds, written, first = 0.0, 0, 0
+    run = {"input": str(particles.path), "n": particles.n, "good": good, "offset": offset,
+           "batch": batch_size, "aligner": aligner.name,
+           "reference": float(np.abs(reference).sum())}
+    saved = load_partial(partial, run, log) if partial is not None and resume else None
+    if saved is not None:
+        written, first, seconds = int(saved["written"]), int(saved["next"]), float(saved["seconds"])
+        for name, arr in (("index", index), ("angle", angle), ("tx", tx), ("ty", ty),
+                          ("score", score)):
+            arr[:written] = saved[name]
+        total += torch.from_numpy(saved["total"])
+    elif partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    last_save, batches = time.time(), 0
+    work = None if partial is None else partial / "aligned.mrcs"
+    with mrc_stack_writer(stack_path, good, size, particles.pixel_size, work=work,
+                          resume_at=written) as put:
         for where, est, aligned, scores, took in aligned_batches(
-                particles, reference, aligner, batch_size, progress, workers=workers):
+                particles, reference, aligner, batch_size, progress, workers=workers,
+                first=first):
             put(written, aligned.numpy())
             rows = slice(written, written + len(where))
             index[rows], score[rows] = where + offset, scores
@@ -149,7 +174,45 @@ def align_part(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
             written += len(where)
             total += aligned.double().sum(dim=0)
             seconds += took
+            batches += 1
+            if partial is not None and (time.time() - last_save > SAVE_SECONDS
+                                        or (save_every and batches % save_every == 0)):
+                done = min((int(where[-1]) // batch_size + 1) * batch_size, particles.n)
+                save_partial(partial, run, written, done, seconds, total.numpy(),
+                             index, angle, tx, ty, score)
+                last_save = time.time()
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
     return Part(index, angle, tx, ty, score, total.numpy(), seconds)
+
+
+#: how often a run keeps its results for --resume
+SAVE_SECONDS = 60.0
+
+
+def save_partial(partial: Path, run: dict, written: int, done: int, seconds: float,
+                 total: np.ndarray, index, angle, tx, ty, score) -> None:
+    """What a resumed run needs: the results of the first ``written`` aligned particles, the
+    particle to go on from, and the run they belong to. Saved atomically."""
+    with atomic_output(partial / "state.npz") as tmp:
+        np.savez(tmp, run=json.dumps(run, sort_keys=True), written=written, next=done,
+                 seconds=seconds, total=total, index=index[:written], angle=angle[:written],
+                 tx=tx[:written], ty=ty[:written], score=score[:written])
+
+
+def load_partial(partial: Path, run: dict, log) -> dict | None:
+    """The saved state of the same run, or ``None`` (then it starts afresh)."""
+    path = partial / "state.npz"
+    if not path.exists() or not (partial / "aligned.mrcs").exists():
+        log("nothing to resume: starting afresh")
+        return None
+    with np.load(path) as z:
+        state = {k: z[k] for k in z.files}
+    if json.loads(str(state["run"])) != json.loads(json.dumps(run, sort_keys=True)):
+        log("the saved run differs (input, reference, method or batch size): starting afresh")
+        return None
+    log(f"resuming after {int(state['written'])} aligned particles")
+    return state
 
 
 def align_stack(
@@ -163,21 +226,41 @@ def align_stack(
     record: dict | None = None,
     ranks: Ranks | None = None,
     workers: int = 0,
+    resume: bool = False,
+    save_every: int = 0,
 ) -> dict:
     """Align, write the outputs, return the summary (counts, mean score, particles/s) that
     ``align.json`` holds with ``record`` (e.g. how the reference was made).
 
     Under ``torchrun`` (``ranks``): each process aligns one contiguous slice of the stack into
     its own part (``out_dir/.parts``); rank 0 then merges the parts, in input order, into the
-    same outputs one process writes, and returns the summary (the others return ``{}``)."""
+    same outputs one process writes, and returns the summary (the others return ``{}``).
+
+    One process keeps its progress in ``out_dir/.partial`` (see :func:`align_part`): killed,
+    it goes on from its last saved batch when called again with ``resume``."""
     ranks = ranks or Ranks()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
+    try:
+        return _align_and_write(particles, reference, aligner, out_dir, paths, batch_size,
+                                progress, log, record, ranks, workers, resume, save_every)
+    except Exception:
+        # bad input or a failed write: nothing stays behind (an interrupted or killed run
+        # keeps .partial for --resume)
+        shutil.rmtree(out_dir / ".partial", ignore_errors=True)
+        raise
+
+
+def _align_and_write(particles, reference, aligner, out_dir: Path, paths: dict,
+                     batch_size: int, progress: bool, log, record, ranks: Ranks, workers: int,
+                     resume: bool, save_every: int) -> dict:
     with all_or_nothing() as finished:
         if not ranks.active:
             part = align_part(particles, reference, aligner, paths["aligned.mrcs"],
-                              batch_size, progress, log, workers=workers)
+                              batch_size, progress, log, workers=workers,
+                              partial=out_dir / ".partial", resume=resume,
+                              save_every=save_every)
             finished.append(paths["aligned.mrcs"])
         else:
             part = align_shared(particles, reference, aligner, out_dir, paths, batch_size,

@@ -45,14 +45,15 @@ class ParticleSet:
         return ParticleSet(self.path, self.stack_path[index], self.stack_index[index],
                            [self.names[i] for i in index], self.size, self.pixel_size, rows)
 
-    def batches(self, batch_size: int, workers: int = 0
+    def batches(self, batch_size: int, workers: int = 0, first: int = 0
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, images (k, N, N) float32, finite (k,) bool)`` in input order. A particle
         with NaN or Inf pixels comes as ``finite=False`` (the caller skips and counts it).
 
         ``workers`` > 0: that many threads read ahead (each with its own open files; plain
-        file reads release the GIL), at most two batches each, so memory stays bounded."""
-        starts = range(0, self.n, batch_size)
+        file reads release the GIL), at most two batches each, so memory stays bounded.
+        ``first``: start at this particle (a resumed run)."""
+        starts = range(first, self.n, batch_size)
         if workers <= 0:
             with self.reader() as read:
                 for start in starts:

@@ -55,6 +55,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0,
                         help="--stack: threads reading particles ahead of the alignment "
                         "(default 0: read in turn)")
+    parser.add_argument("--resume", action="store_true",
+                        help="--stack: go on from where a killed run into the same --out-dir "
+                        "stopped (its progress is saved every minute)")
+    parser.add_argument("--save-every", type=int, default=0,
+                        help="--stack: also save progress every this many batches")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -87,6 +92,8 @@ def make(args: argparse.Namespace, max_shift: float | None):
 def main(args: argparse.Namespace) -> int:
     if args.refine and not args.model:
         raise InputError("--refine refines a network's angle: use it with --model")
+    if args.save_every < 0:
+        raise InputError(f"--save-every must be >= 0, got {args.save_every}")
     if args.num_workers < 0:
         raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.batch_size is not None and args.batch_size < 1:
@@ -119,7 +126,8 @@ def align_particles(args: argparse.Namespace) -> int:
     try:
         summary = align_stack(particles, reference, aligner, args.out_dir,
                               batch_size=batch_size, progress=not args.quiet, record=record,
-                              ranks=ranks, workers=args.num_workers)
+                              ranks=ranks, workers=args.num_workers, resume=args.resume,
+                              save_every=args.save_every)
     finally:
         distributed.stop(ranks)
     if not summary:  # not rank 0: rank 0 merges and reports
