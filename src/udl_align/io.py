@@ -94,6 +94,20 @@ def check_writable(path: PathLike) -> Path:
     return path
 
 
+def settle(written: Path, path: Path) -> None:
+    """Move a finished file onto ``path``, flushed to disk first (so a crash cannot leave an
+    empty file under ``path``)."""
+    fd = os.open(written, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(written, path)
+    except OSError as exc:
+        raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+
+
 #: errors of the place written to, not of the program: reported as bad input (one line)
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EIO)
 
@@ -119,16 +133,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
     try:
         yield tmp
-        # Flush to disk before the rename, so a crash cannot leave an empty file under `path`.
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+        settle(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -415,12 +420,7 @@ def mrc_stack_writer(path: PathLike, n: int, size: int, pixel_size: float,
     try:
         with _stack_file(work, n, size, pixel_size, resume_at) as put:
             yield put
-        fd = os.open(work, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(work, path)
+        settle(work, path)
     except OSError as exc:
         if exc.errno in WRITE_ERRNOS:  # as atomic_output: one line
             raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
