@@ -172,11 +172,13 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
         ax.bar(np.arange(len(names)) + i * width,
                [results[n][m]["mean_deg"] if m in results[n] else np.nan for n in names],
                width, label=m)
-    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
+                  [n.replace("EMPIAR-", "") for n in names])
     ax.set_ylabel("mean rotation error (deg)")
     ax.set_yscale("log")
     ax.set_title("Table 2 on CPU: synthetic particles, SNR 0.1, |CTF|")
     ax.legend(fontsize=8)
+    fig.tight_layout()
     save_figure(fig, path)
 
 
