@@ -235,6 +235,7 @@ def test_label_free_offset_agrees_with_labelled(toy_model):
     test = source.sample(200)
     labelled = offset_labelled(model_from_checkpoint(state), test.a, test.b, test.angle)
     assert g.angle_error(state["offset"], labelled["offset"]) < 5.0
+    assert state["offset_info"]["cycles_within_15deg"] > 0.5  # chance: about 0.08
 
 
 def test_udl_does_not_learn_from_pure_noise(tmp_path):
@@ -242,6 +243,7 @@ def test_udl_does_not_learn_from_pure_noise(tmp_path):
     loss towards zero would come from a shortcut (resampling, masks, shared noise)."""
     state, _ = toy_train(tmp_path, signal=False)
     assert state["history"][-1]["loss"] > 70.0  # a circular distance to random targets: ~90
+    assert state["offset_info"]["cycles_within_15deg"] < 0.3, state["offset_info"]
 
 
 def test_train_from_a_pairs_file_and_fine_tune(photo_dir, tmp_path, capsys):
