@@ -236,6 +236,7 @@ def test_label_free_offset_agrees_with_labelled(toy_model):
     labelled = offset_labelled(model_from_checkpoint(state), test.a, test.b, test.angle)
     assert g.angle_error(state["offset"], labelled["offset"]) < 5.0
     assert state["offset_info"]["cycles_within_15deg"] > 0.5  # chance: about 0.08
+    assert state["offset_info"]["output_resultant"] < 0.3  # collapsed: near 1
 
 
 def test_udl_does_not_learn_from_pure_noise(tmp_path):

@@ -41,11 +41,15 @@ def offset_label_free(model: AlignNet, views: np.ndarray) -> dict:
     ca = predict_angles(model, v[2], v[0]).numpy()
     two_c = float(circular_mean(ab + ba))
     three_c = float(circular_mean(ab + bc + ca))
-    # a label-free sign of learning: a network at chance closes few cycles (about 8% within
-    # 15 deg); it is not proof of accuracy, since any F(a, b) = phi(b) - phi(a) closes them all
+    # label-free signs of learning, necessary but not sufficient: a network with random outputs
+    # closes few 3-cycles (about 8% within 15 deg); one that collapsed to a constant closes
+    # them all but its outputs do not spread over the circle (resultant length near 1, where
+    # uniform relative angles give near 0); and any F(a, b) = phi(b) - phi(a) passes both
     residual = np.abs((ab + bc + ca - three_c + 180.0) % 360.0 - 180.0)
+    resultant = float(np.abs(np.mean(np.exp(1j * np.deg2rad(ab)))))
     return {"offset": float(wrap360(three_c - two_c)), "two_c": two_c, "three_c": three_c,
-            "n": int(len(views)), "cycles_within_15deg": float(np.mean(residual < 15.0))}
+            "n": int(len(views)), "cycles_within_15deg": float(np.mean(residual < 15.0)),
+            "output_resultant": resultant}
 
 
 def offset_labelled(model: AlignNet, a: np.ndarray, b: np.ndarray, angle: np.ndarray) -> dict:

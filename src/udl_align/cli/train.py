@@ -136,8 +136,10 @@ def main(args: argparse.Namespace) -> int:
         state["offset"], state["offset_info"] = info["offset"], info
         save_checkpoint(args.out, state)
     last = state["history"][-1] if state["history"] else {}
-    cycles = state["offset_info"].get("cycles_within_15deg")
-    closed = "" if cycles is None else f"; {cycles:.0%} of unlabelled 3-cycles close within 15 deg"
+    info = state["offset_info"]
+    closed = "" if "cycles_within_15deg" not in info else (
+        f"; {info['cycles_within_15deg']:.0%} of unlabelled 3-cycles close within 15 deg, "
+        f"output resultant {info['output_resultant']:.2f} (near 1: collapsed)")
     print(f"trained {state['step']} steps in {state['train_seconds'] / 60:.1f} min; "
           f"offset C = {state['offset']:.2f} deg ({state['offset_info']['method']}{closed}); "
           f"last validation: {json.dumps(last)}; wrote {args.out}")
