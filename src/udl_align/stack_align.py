@@ -275,8 +275,6 @@ def align_shared(particles, reference, aligner, out_dir: Path, paths: dict, batc
                  progress: bool, log, ranks: Ranks, workers: int = 0) -> Part | None:
     """This process's slice into ``out_dir/.parts``; on rank 0, the merged :class:`Part` with
     ``aligned.mrcs`` written from the parts' stacks (the parts are removed)."""
-    import shutil
-
     parts = out_dir / ".parts"
     parts.mkdir(exist_ok=True)
     bounds = np.linspace(0, particles.n, ranks.world + 1).astype(int)

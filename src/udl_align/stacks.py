@@ -25,7 +25,8 @@ DERIVED = ("stack_path", "stack_index", "origin_x_px", "origin_y_px", "psi")
 @dataclass
 class ParticleSet:
     """Where each particle lives (``stack_path``, 0-based ``stack_index``), its
-    ``rlnImageName``, and the input STAR's own columns when there was one (``rows``)."""
+    ``rlnImageName``, the input STAR's own columns when there was one (``rows``), and its pose
+    when the STAR gives one (``poses``: RELION's psi and origins in pixels, ``(n, 3)``)."""
 
     path: Path
     stack_path: np.ndarray
@@ -34,6 +35,7 @@ class ParticleSet:
     size: int
     pixel_size: float
     rows: pd.DataFrame | None = None
+    poses: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -42,8 +44,10 @@ class ParticleSet:
     def subset(self, index: np.ndarray) -> ParticleSet:
         """The particles at ``index`` (input positions), in that order."""
         rows = None if self.rows is None else self.rows.iloc[index].reset_index(drop=True)
+        poses = None if self.poses is None else self.poses[index]
         return ParticleSet(self.path, self.stack_path[index], self.stack_index[index],
-                           [self.names[i] for i in index], self.size, self.pixel_size, rows)
+                           [self.names[i] for i in index], self.size, self.pixel_size, rows,
+                           poses)
 
     def batches(self, batch_size: int, workers: int = 0, first: int = 0
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -111,12 +115,9 @@ class ParticleSet:
     def transforms(self) -> np.ndarray | None:
         """``(n, 3)`` (angle, tx, ty) taking the reference onto each particle, from the STAR's
         ``rlnAnglePsi`` and origins (as ``synth cryoem`` writes them); ``None`` without them."""
-        need = ("rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst")
-        if self.rows is None or not all(c in self.rows.columns for c in need):
+        if self.poses is None:
             return None
-        t = geometry.from_relion(self.rows["rlnAnglePsi"].to_numpy(float),
-                                 self.rows["rlnOriginXAngst"].to_numpy(float) / self.pixel_size,
-                                 self.rows["rlnOriginYAngst"].to_numpy(float) / self.pixel_size)
+        t = geometry.from_relion(*self.poses.T)
         return np.stack([t.angle, t.tx, t.ty], 1)
 
 
@@ -151,8 +152,12 @@ def open_particles(path: str | Path) -> ParticleSet:
                                      f"{s.n}", path)
         pixel = table.pixel_size or header_pixel
         rows = df.drop(columns=[c for c in DERIVED if c in df.columns])
+        # a pose needs psi and both origins (read_particles_star derives them in pixels)
+        posed = "rlnAnglePsi" in df.columns and all(
+            f"rlnOrigin{a}Angst" in df.columns or f"rlnOrigin{a}" in df.columns for a in "XY")
+        poses = df[["psi", "origin_x_px", "origin_y_px"]].to_numpy(float) if posed else None
         return ParticleSet(path, df["stack_path"].to_numpy(), df["stack_index"].to_numpy(),
-                           list(df["rlnImageName"].astype(str)), size, pixel, rows)
+                           list(df["rlnImageName"].astype(str)), size, pixel, rows, poses)
     with MrcStack(path) as stack:
         n, size, pixel = stack.n, stack.size, stack.pixel_size
     return ParticleSet(path, np.full(n, str(path)), np.arange(n),

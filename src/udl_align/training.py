@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from . import distributed, geometry
+from .aligners.correlation import gaussian_lowpass, standardise
 from .errors import InputError
 from .io import atomic_output, check_writable, read_pairs
 from .losses import angle_of, stn_loss, supervised_loss, udl_loss
@@ -86,11 +87,6 @@ def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
                            device=device)
 
 
-def _standardise(x: torch.Tensor) -> torch.Tensor:
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    return (x - mean) / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
-
-
 def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None,
                   kind: str = "image", lowpass: float = 0.0):
     """``(B, S, S)`` -> ``(B, size, size)``: resample, standardise, mask (see module doc).
@@ -107,17 +103,15 @@ def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = N
                           align_corners=False)
     x = x[:, 0]
     if lowpass > 0:
-        from .aligners.correlation import gaussian_lowpass
-
         x = gaussian_lowpass(x, lowpass)
     mask = input_mask(size, x.device) if mask is None else mask
     if kind != "spectrum":
-        return _standardise(x) * mask
+        return standardise(x, floor=1e-6) * mask
     outside = mask < 0.5
     level = x[:, outside].mean(dim=1)[:, None, None]
     x = (x - level) / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6) * mask
     spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs()
-    return _standardise(torch.log1p(spectrum)) * mask
+    return standardise(torch.log1p(spectrum), floor=1e-6) * mask
 
 
 def model_input(cfg: NetConfig, images: torch.Tensor, mask: torch.Tensor | None = None):
@@ -154,9 +148,12 @@ def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch
     ang = (torch.rand(4, n, generator=gen) * 360.0)[:, rows].to(a.device)
     shift = ((torch.rand(4, n, 2, generator=gen) * 2.0 - 1.0) * disturb_shift)[:, rows]
     shift = shift.to(a.device)
-    (a0, a1), (b0, b1) = split_noise(a) if split else (a, a), split_noise(b) if split else (b, b)
     if split:
+        (a0, a1), (b0, b1) = split_noise(a), split_noise(b)
         shift = shift / 2.0  # source pixels, on half-size images
+    else:
+        a0 = a1 = a
+        b0 = b1 = b
     pair_a = (disturb(a0, ang[0], shift[0]), disturb(b0, ang[1], shift[1]))
     pair_b = (disturb(a1, ang[2], shift[2]), disturb(b1, ang[3], shift[3]))
     target = (ang[1] - ang[0]) - (ang[3] - ang[2])

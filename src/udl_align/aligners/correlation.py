@@ -32,10 +32,11 @@ def to_tensor(images, device: str | torch.device = "cpu") -> torch.Tensor:
     return x[None] if x.dim() == 2 else x
 
 
-def standardise(x: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per image (so scores do not depend on the grey scale)."""
+def standardise(x: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+    """Zero mean, unit variance per image (so scores do not depend on the grey scale); the
+    standard deviation is taken as at least ``floor``."""
     mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(floor)
     return (x - mean) / std
 
 
