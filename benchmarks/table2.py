@@ -7,7 +7,9 @@ by the classical aligners, side by side; then the real particle stacks, scored b
 For every class average: a training stack (seed 1) and a held-out test stack (seed 99) are
 synthesised (``udl-align synth cryoem``: uniform rotation, integer shifts in [-10, 10], |CTF|
 with defocus 0.5-2 um, Gaussian noise for SNR 0.1 inside the particle), a network is trained
-on pairs of training particles for ``--train-minutes`` (or loaded with ``--models``), and every
+on (training reference, training particle) pairs for ``--train-minutes``, starting from the
+shipped natural-image model (the particle default of ``udl-align train``), or is loaded with
+``--models``; every
 test particle is aligned to the clean reference: the estimate is the transform taking the
 reference onto the particle, compared with the truth in the test STAR.
 
@@ -74,9 +76,11 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
     if network and name not in models and not path.exists():
         train_star = synthesise(template, work / f"{name}_train", args.n_train, 1)
         defaults = data_defaults(train_star)
-        train(TrainConfig(images=str(train_star), minutes=args.train_minutes, seed=0,
-                          disturb_shift=defaults["disturb_shift"],
-                          split_views=defaults["split_views"],
+        loop = {k: v for k, v in defaults.items() if k not in ("input", "input_lowpass")}
+        # (reference, particle) pairs: the pairs the test aligns
+        reference = train_star.with_name(f"{name}_train_reference.mrc")
+        train(TrainConfig(images=str(train_star), minutes=args.train_minutes, seed=0, **loop,
+                          reference=str(reference),
                           net={"input": args.input, "input_lowpass": defaults["input_lowpass"]}),
               path)
     info = None
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                    "particles/)")
     p.add_argument("--templates", nargs="+", default=list(TEMPLATES), choices=list(TEMPLATES))
     p.add_argument("--models", nargs="*", default=[], help="NAME=checkpoint already trained")
-    p.add_argument("--input", default="spectrum", choices=("spectrum", "image"))
+    p.add_argument("--input", default="image", choices=("spectrum", "image"))
     p.add_argument("--train-minutes", type=float, default=10.0)
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-test", type=int, default=300)

@@ -81,18 +81,36 @@ def test_stack_pairs_are_two_particles_with_their_true_relative_transform(partic
     source.close()
 
 
-def test_train_on_a_stack_with_spectrum_input_and_align_with_it(particle_star, tmp_path,
-                                                                capsys):
+def test_train_on_a_stack_starts_from_the_shipped_model_and_aligns(particle_star, tmp_path,
+                                                                     capsys):
+    from udl_align.aligners.network import DEFAULT_MODEL
+
     model = tmp_path / "m.pt"
     assert main(["train", "--data", str(particle_star), "--out", str(model), "--steps", "3",
                  "--batch-size", "4", "--val-every", "3", "--quiet"]) == 0
     assert "offset C" in capsys.readouterr().out
     state = torch.load(model, weights_only=True)
-    assert state["net"]["input"] == "spectrum"  # the particle default
+    assert state["net"]["input"] == "image" and state["train"]["init"] == "default"
+    shipped = torch.load(DEFAULT_MODEL, weights_only=True)
+    assert list(state["net"]["channels"]) == list(shipped["net"]["channels"])
     out = tmp_path / "aligned"
     assert main(["align", "--stack", str(particle_star), "--reference",
                  str(tmp_path / "parts_reference.mrc"), "--out-dir", str(out), "--model",
                  str(model), "--refine", "--max-shift", "3", "--quiet"]) == 0
+    assert (out / "particles.star").exists()
+
+
+def test_train_a_spectrum_network_from_scratch_and_align_with_it(particle_star, tmp_path):
+    model = tmp_path / "m.pt"
+    assert main(["train", "--data", str(particle_star), "--out", str(model), "--steps", "3",
+                 "--batch-size", "4", "--val-every", "3", "--input", "spectrum", "--init",
+                 "none", "--quiet"]) == 0
+    state = torch.load(model, weights_only=True)
+    assert state["net"]["input"] == "spectrum" and state["train"]["init"] == ""
+    out = tmp_path / "aligned"
+    assert main(["align", "--stack", str(particle_star), "--reference",
+                 str(tmp_path / "parts_reference.mrc"), "--out-dir", str(out), "--model",
+                 str(model), "--max-shift", "3", "--quiet"]) == 0
     assert (out / "particles.star").exists()
 
 

@@ -30,8 +30,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default="udl", choices=OBJECTIVES)
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
-                        "modulo 180, half turn by correlation). Default: "
-                        f"{PARTICLE_DEFAULTS['input']} for particle stacks, image otherwise")
+                        "modulo 180, half turn by correlation; under UDL it did not start "
+                        "learning, on particles or photographs). Default: "
+                        f"{PARTICLE_DEFAULTS['input']}")
     parser.add_argument("--disturb-shift", type=float, default=None,
                         help="largest shift (px) of UDL's disturbances. Default: 0 for particle "
                         "stacks (rotation only: a shifted frame's border enters the network's "
@@ -64,9 +65,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=100,
                         help="steps between validation errors on held pairs (default 100)")
-    parser.add_argument("--init", default="",
+    parser.add_argument("--init", default=None,
                         help="start from this checkpoint's weights (fine-tuning; its network "
-                        "config replaces --preset)")
+                        "config replaces --preset); 'default' is the shipped natural-image "
+                        "model, 'none' random weights. Default: 'default' for UDL on particle "
+                        "stacks with the cpu preset (from random weights UDL stays at a "
+                        "constant output on particles), none otherwise")
     parser.add_argument("--checkpoint-every", type=int, default=0,
                         help="also write a checkpoint every this many steps (default: every 3 "
                         "minutes only)")
@@ -98,6 +102,11 @@ def main(args: argparse.Namespace) -> int:
     if args.group_by and not is_particle_data(args.data):
         raise InputError("--group-by groups the particles of a stack or STAR given as --data")
     defaults = data_defaults(args.data)
+    init = args.init
+    if init is None:
+        use_default = args.objective == "udl" and args.preset == "cpu" and not args.resume
+        init = defaults["init"] if use_default else ""
+    init = "" if init == "none" else init
     kind = args.input or defaults["input"]
     disturb_shift = defaults["disturb_shift"] if args.disturb_shift is None \
         else args.disturb_shift
@@ -107,13 +116,13 @@ def main(args: argparse.Namespace) -> int:
     # follows the data (it closes a shortcut that the data's noise opens)
     net = {"input_lowpass": defaults["input_lowpass"] if args.input_lowpass is None
            else args.input_lowpass}
-    if args.input or not args.init:
+    if args.input or not init:
         net["input"] = kind
     calib = read_pairs(args.calibrate_with) if args.calibrate_with else None
     if calib is not None and not calib.has_truth:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
     cfg = TrainConfig(objective=args.objective, preset=args.preset, images=args.data,
-                      init=args.init, noise=args.noise, batch_size=args.batch_size,
+                      init=init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
                       group_by=args.group_by, net=net, reference=args.reference,
