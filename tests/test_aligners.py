@@ -218,3 +218,31 @@ def test_refine_sends_unsure_pairs_to_the_whole_circle(textured_pairs):
     assert errors(gated.estimate(a, b), truth)[0].max() < 0.5
     trusting = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0)
     assert errors(trusting.estimate(a, b), truth)[0].max() > 20.0  # stuck in false windows
+
+
+def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pairs, tmp_path,
+                                                                    capsys):
+    """A checkpoint whose label-free calibration shows nothing learned (few closed 3-cycles, or
+    a collapsed output) is not trusted by --refine, however sure its outputs are."""
+    from udl_align.aligners.network import DEFAULT_MODEL, NetworkAligner, untrusted
+    from udl_align.cli import main
+    from udl_align.io import Pairs, write_pairs
+    from udl_align.training import load_checkpoint, save_checkpoint
+
+    assert untrusted({"cycles_within_15deg": 0.95, "output_resultant": 0.05}) == ""
+    assert "3-cycles" in untrusted({"cycles_within_15deg": 0.2, "output_resultant": 0.1})
+    assert "collapsed" in untrusted({"cycles_within_15deg": 1.0, "output_resultant": 0.99})
+    state = load_checkpoint(DEFAULT_MODEL)
+    assert untrusted(state["offset_info"]) == ""  # the shipped model is trusted
+    state["offset"] = (state["offset"] + 90.0) % 360.0  # every angle 90 deg off ...
+    state["offset_info"] = {**state["offset_info"], "cycles_within_15deg": 0.2}  # ... and said
+    save_checkpoint(tmp_path / "bad.pt", state)
+    a, b, truth = textured_pairs
+    refined = NetworkAligner.from_checkpoint(tmp_path / "bad.pt", refine=True, max_shift=10)
+    assert refined.distrust and refined.confidence_floor == float("inf")
+    assert errors(refined.estimate(a, b), truth)[0].max() < 0.5
+    write_pairs(tmp_path / "pairs.npz", Pairs(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+    assert main(["align", "--pairs", str(tmp_path / "pairs.npz"), "--model",
+                 str(tmp_path / "bad.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
+                 "--quiet"]) == 0
+    assert "warning" in capsys.readouterr().err

@@ -4,6 +4,7 @@ reference (RELION STAR, aligned stack and average out)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -85,7 +86,13 @@ def make(args: argparse.Namespace, max_shift: float | None):
         if not torch.cuda.is_available():
             raise InputError("--device cuda asked for, but no CUDA device is available")
     if args.model:
-        return NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
+        aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
+        if aligner.distrust:
+            what = ("--refine searches the whole circle for every pair" if args.refine else
+                    "its angles are unreliable (add --refine to search around them)")
+            print(f"udl-align align: warning: {args.model}: {aligner.distrust}; {what}",
+                  file=sys.stderr)
+        return aligner
     return make_aligner(args.method, **aligner_options(args, max_shift))
 
 
