@@ -35,6 +35,16 @@ def test_particles_have_the_snr_asked_for(template_png, ctf_on):
     assert batch.images.dtype == np.float32 and batch.images.shape == (40, 64, 64)
 
 
+def test_a_mixed_stack_gives_each_particle_its_snr_in_turn(template_png):
+    t = load_template(template_png, 64, max_shift=4)
+    synth = ParticleSynth(t, snr=[10.0, 0.1], max_shift=4, seed=3)
+    chunks = list(synth.chunks(41, chunk=15, keep_clean=True))  # the turn runs across chunks
+    clean, noisy, masks = (np.concatenate([getattr(c, f) for c in chunks])
+                           for f in ("clean", "images", "masks"))
+    snr = measured_snr(clean, noisy, masks)
+    assert abs(np.mean(snr[0::2]) - 10.0) < 0.5 and abs(np.mean(snr[1::2]) - 0.1) < 0.005
+
+
 def test_truth_takes_the_reference_onto_the_particle(template_png):
     t = load_template(template_png, 64, max_shift=4)
     synth = ParticleSynth(t, snr=1e6, max_shift=4, background=0.0, seed=1)

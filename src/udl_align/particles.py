@@ -22,7 +22,7 @@ written in chunks, so memory does not grow with their number.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,21 +160,24 @@ class ParticleSynth:
     def __init__(
         self,
         template: Template,
-        snr: float = 0.1,
+        snr: float | Sequence[float] = 0.1,
         max_shift: int = 10,
         ctf: bool = False,
         background: float = 0.1,
         defocus_um: tuple[float, float] = (0.5, 2.0),
         seed: int = 0,
     ) -> None:
-        if snr <= 0:
+        snrs = np.atleast_1d(np.asarray(snr, np.float64))
+        if snrs.size == 0 or not np.all(snrs > 0):
             raise InputError(f"--snr must be positive, got {snr}")
         if max_shift < 0:
             raise InputError(f"--max-shift must be >= 0, got {max_shift}")
         if background < 0:
             raise InputError(f"--background must be >= 0, got {background}")
         self.t = template
-        self.snr, self.max_shift, self.ctf = float(snr), int(max_shift), bool(ctf)
+        # several SNRs: particle i gets snrs[i % len(snrs)] (a mixed stack, e.g. to start
+        # training on clean particles among noisy ones)
+        self.snrs, self.max_shift, self.ctf = snrs, int(max_shift), bool(ctf)
         self.background, self.defocus_um = float(background), defocus_um
         self.rng = np.random.default_rng([seed, 0])
         self.noise_rng = np.random.default_rng([seed, 1])
@@ -204,7 +207,8 @@ class ParticleSynth:
             if self.ctf:
                 clean = apply_ctf(clean, self.t.pixel_size, defocus)
             var = np.array([c[m].var() for c, m in zip(clean, masks, strict=True)])
-            sigma = np.sqrt(var / self.snr)[:, None, None]
+            snr = self.snrs[(done + np.arange(k)) % self.snrs.size]
+            sigma = np.sqrt(var / snr)[:, None, None]
             noisy = clean + sigma * self.noise_rng.standard_normal(clean.shape)
             yield ParticleBatch(noisy.astype(np.float32), angle, shift[:, 0], shift[:, 1],
                                 defocus if self.ctf else np.full(k, np.nan),

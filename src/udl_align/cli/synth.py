@@ -61,7 +61,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     cry.add_argument("--out", required=True, help="particle stack to write (.mrcs)")
     cry.add_argument("--n", type=int, default=50000, help="number of particles (default 50000)")
     cry.add_argument("--size", type=int, default=128, help="box size in px (default 128)")
-    cry.add_argument("--snr", type=float, default=0.1, help="SNR inside the mask (default 0.1)")
+    cry.add_argument("--snr", default="0.1",
+                     help="SNR inside the mask (default 0.1); a comma list (e.g. 1000,1,0.3,0.1) "
+                     "gives particle i the i-th value in turn: a mixed stack")
     cry.add_argument("--max-shift", type=int, default=10, help="largest shift in px (default 10)")
     cry.add_argument("--ctf", action="store_true",
                      help="filter by |CTF|: 300 kV, Cs 2.7 mm, amplitude contrast 0.1, defocus "
@@ -93,16 +95,22 @@ def cryoem(args: argparse.Namespace) -> int:
                               Path(f"{stem}_reference.mrc"), Path(f"{stem}.star"))
     for path in (stack, reference, star):
         check_writable(path)
+    try:
+        snr = [float(v) for v in str(args.snr).split(",")]
+    except ValueError:
+        raise InputError(f"--snr must be a number or a comma list of numbers, got "
+                         f"'{args.snr}'") from None
     template = load_template(args.template, args.size, args.pixel_size, args.max_shift,
                              args.seed)
-    synth = ParticleSynth(template, snr=args.snr, max_shift=args.max_shift, ctf=args.ctf,
+    synth = ParticleSynth(template, snr=snr, max_shift=args.max_shift, ctf=args.ctf,
                           background=args.background, seed=args.seed)
     # the stack streams to a temporary file that is renamed last; if anything fails, the
     # reference and STAR written before it are removed again: no partial output
     with all_or_nothing() as written:
         _write_cryoem(args, synth, template, stack, reference, star, written)
     print(f"wrote {args.n} particles of {args.size} px ({template.pixel_size:.3g} A/px, SNR "
-          f"{args.snr:g}{', |CTF|' if args.ctf else ''}) to {stack}, the reference to "
+          f"{'/'.join(f'{v:g}' for v in snr)}{', |CTF|' if args.ctf else ''}) to {stack}, "
+          "the reference to "
           f"{reference} and the true transforms to {star}")
     return 0
 
