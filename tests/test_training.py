@@ -343,4 +343,3 @@ def test_two_processes_under_torchrun_train_like_one(toy_model, tmp_path):
     one_err, two_err = toy_error(state, source), toy_error(two, source)
     assert two_err < 30.0, two_err  # chance: 90
     assert abs(one_err - two_err) < 10.0, (one_err, two_err)
-

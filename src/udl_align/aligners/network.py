@@ -85,8 +85,10 @@ class NetworkAligner(Aligner):
             raise InputError("checkpoint has no offset C: calibrate it first "
                              "(udl-align train writes one at the end)", path)
         distrust = untrusted(state.get("offset_info") or {})
-        if kwargs.get("confidence_floor") is None:
-            kwargs["confidence_floor"] = math.inf if distrust else state.get("confidence_floor")
+        if distrust:  # no floor, not even one given, makes such a network's angles sure
+            kwargs["confidence_floor"] = math.inf
+        elif kwargs.get("confidence_floor") is None:
+            kwargs["confidence_floor"] = state.get("confidence_floor")
         aligner = cls(model_from_checkpoint(state, path), offset=offset, **kwargs)
         aligner.distrust = distrust
         return aligner
@@ -126,6 +128,7 @@ class NetworkAligner(Aligner):
             angle = pick_half_turn(pa, pb, angle, s)
         if self.refine_enabled:
             search = GuidedSearch(s, span=self.refine_span)
+            # an infinite floor: every pair (a scalar head's confidence is itself infinite)
             unsure = (torch.ones_like(angle, dtype=torch.bool)
                       if math.isinf(self.confidence_floor) else sure < self.confidence_floor)
             # the search's many rotated copies outgrow the caches in big batches

@@ -110,8 +110,7 @@ def cryoem(args: argparse.Namespace) -> int:
         _write_cryoem(args, synth, template, stack, reference, star, written)
     print(f"wrote {args.n} particles of {args.size} px ({template.pixel_size:.3g} A/px, SNR "
           f"{'/'.join(f'{v:g}' for v in snr)}{', |CTF|' if args.ctf else ''}) to {stack}, "
-          "the reference to "
-          f"{reference} and the true transforms to {star}")
+          f"the reference to {reference} and the true transforms to {star}")
     return 0
 
 
