@@ -32,10 +32,12 @@ def test_spectrum_input_ignores_shifts_and_half_turns():
     assert gap(3) > 3 * max(gap(1), gap(2))
 
 
-def test_the_half_turn_is_picked_right_on_clean_particles():
-    """A spectrum network knows the angle modulo 180; correlation picks a or a + 180."""
+@pytest.mark.parametrize("turns", [2, 3])
+def test_the_turn_is_picked_right_on_clean_particles(turns):
+    """A spectrum network knows the angle modulo 180, a C_n network modulo 360 / n;
+    correlation picks among the candidates."""
     from udl_align.aligners.correlation import Preprocess
-    from udl_align.aligners.network import pick_half_turn
+    from udl_align.aligners.network import pick_turn
 
     rng = np.random.default_rng(3)
     a = particle()
@@ -45,9 +47,10 @@ def test_the_half_turn_is_picked_right_on_clean_particles():
     pre = Preprocess(0.25)
     pa = pre(torch.from_numpy(np.repeat(a[None], 8, 0)).float())
     pb = pre(torch.from_numpy(b).float())
-    # what the network gives: the angle modulo 180, a few degrees off
-    known = torch.tensor(np.mod(truth + rng.uniform(-3, 3, 8), 180.0), dtype=torch.float32)
-    picked = pick_half_turn(pa, pb, known, max_shift=6).numpy()
+    # what the network gives: the angle modulo 360 / turns, a few degrees off
+    known = torch.tensor(np.mod(truth + rng.uniform(-3, 3, 8), 360.0 / turns),
+                         dtype=torch.float32)
+    picked = pick_turn(pa, pb, known, max_shift=6, turns=turns).numpy()
     assert g.angle_error(picked, truth).max() < 5.0
 
 

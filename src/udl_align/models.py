@@ -47,12 +47,18 @@ class NetConfig:
     # 23 deg, validation at chance). Only low frequencies, which interpolate nearly exactly,
     # pass this filter.
     input_lowpass: float = 0.0
+    # in-plane symmetry order n of the particle (C_n: GroEL's side views are C2): its turns by
+    # 360/n look alike, so on the full circle UDL's targets are a coin toss between n angles and
+    # it learns nothing. The head's angle is multiplied by n (the network learns the angle
+    # modulo 360/n; a network that turns with the image starts right) and the aligner tells the
+    # n candidates apart by correlation.
+    symmetry: int = 1
 
     @property
     def angle_factor(self) -> int:
-        """The head's angle is this multiple of the rotation: 2 for spectra, whose period is
-        180 deg (their outputs live on the doubled circle), else 1."""
-        return 2 if self.input == "spectrum" else 1
+        """The head's angle is this multiple of the rotation: the symmetry order, times 2 for
+        spectra, whose period is 180 deg (their outputs live on the doubled circle)."""
+        return self.symmetry * (2 if self.input == "spectrum" else 1)
 
     @property
     def feature_size(self) -> int:
@@ -73,6 +79,10 @@ class NetConfig:
         if cfg.input not in INPUTS:
             raise ValueError(f"unknown network input '{cfg.input}' (expected one of "
                              f"{', '.join(INPUTS)})")
+        if not isinstance(cfg.symmetry, int) or cfg.symmetry < 1:
+            raise ValueError(f"symmetry must be a whole number >= 1, got {cfg.symmetry}")
+        if cfg.symmetry > 1 and cfg.head == "rigid":
+            raise ValueError("a rigid (STN) head cannot take a symmetry order")
         return cfg
 
 
@@ -221,7 +231,19 @@ class AlignNet(nn.Module):
         fa, fb = self.embed(a), self.embed(b)
         ab = self.match(normalised_correlation(fa, fb))
         ba = self.match(normalised_correlation(fb, fa))
-        return self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
+        out = self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
+        return multiply_angle(out, self.cfg.symmetry, self.cfg.head)
+
+
+def multiply_angle(out: torch.Tensor, n: int, head: str) -> torch.Tensor:
+    """The head's output with its angle multiplied by ``n`` (a 2-vector keeps its length, the
+    network's confidence)."""
+    if n == 1:
+        return out
+    if head == "scalar":
+        return out * n
+    turned = torch.polar(out[:, :2].norm(dim=1), n * torch.atan2(out[:, 1], out[:, 0]))
+    return torch.stack([turned.real, turned.imag], dim=1)
 
 
 def fused_for_inference(model: AlignNet) -> AlignNet:

@@ -62,6 +62,7 @@ class TrainConfig:
     val_every: int = 100
     calib_groups: int = 256  # unlabelled view triples for the label-free offset C
     device: str = "cpu"  # where the network trains ("cuda" for a GPU); pairs are made on CPU
+    workers: int = 0  # processes making pairs beside the training one (a GPU outruns one)
     group_by: str = ""  # particle stacks: pair particles only within groups of this STAR column
     split_views: bool = False  # UDL's A and B from the even / odd pixels (see udl_batch)
     reference: str = ""  # particle stacks: pairs are (this reference, a particle)
@@ -305,6 +306,39 @@ def default_sources(cfg: TrainConfig):
                                             part="val" if offset == VALIDATION else "train")
 
 
+WORKER_SEEDS = 1_000_000  # seed offsets of pair-making processes: far from the split offsets
+
+
+class _SourceBatches(torch.utils.data.IterableDataset):
+    """Endless batches of one source per worker process, each seeded from the run's seed, the
+    step the workers started at (a resumed run draws new pairs) and the worker's number."""
+
+    def __init__(self, make_source, cfg: TrainConfig, start_step: int):
+        super().__init__()
+        self.make_source, self.cfg, self.start_step = make_source, cfg, start_step
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        offset = WORKER_SEEDS * (1 + (worker.id if worker else 0)) + self.start_step
+        source = self.make_source(self.cfg, offset)
+        while True:
+            yield source.sample(self.cfg.batch_size)
+
+
+def batch_stream(make_source, cfg: TrainConfig, source, start_step: int):
+    """The training batches: from ``source`` in this process (reproducible to the pair, and
+    resumed from its saved random state), or from ``cfg.workers`` processes in turn (seeded;
+    the data loader keeps their order)."""
+    if cfg.workers < 1:
+        while True:
+            yield source.sample(cfg.batch_size)
+    loader = torch.utils.data.DataLoader(
+        _SourceBatches(make_source, cfg, start_step), batch_size=None,
+        num_workers=cfg.workers, prefetch_factor=4, persistent_workers=True,
+        multiprocessing_context="fork")  # fork: sources are built by closures
+    yield from loader
+
+
 def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
     """The network config and weights to start from: ``cfg.init``'s when given (its config
     wins over the preset: the weights only fit their own architecture)."""
@@ -313,9 +347,10 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
     from .aligners.network import resolve_model_path
 
     state = load_checkpoint(resolve_model_path(cfg.init))  # "default": the shipped model
-    # what the network is fed, and the resolution its mask module works at, may change (the
-    # weights fit either); its architecture may not
-    fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride") if k in cfg.net}
+    # what the network is fed, the resolution its mask module works at and the symmetry its
+    # angle is read with may change (the weights fit either); its architecture may not
+    fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride", "symmetry")
+           if k in cfg.net}
     init_cfg = NetConfig.from_dict({**state["net"], **fed})
     if (init_cfg.head == "rigid") != (cfg.objective == "stn"):
         raise InputError(f"has a '{init_cfg.head}' head, which does not fit objective "
@@ -354,12 +389,12 @@ def train(
         cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": 1000})
     if state is not None:
         # the saved config, except a step budget or a time budget given for this call
-        # (``steps=None`` keeps the saved step budget; ``minutes`` and ``device`` are for
-        # this call)
+        # (``steps=None`` keeps the saved step budget; ``minutes``, ``device`` and
+        # ``workers`` are for this call)
         saved = state["train"]
         cfg = TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
                                      else cfg.steps, "minutes": cfg.minutes,
-                                     "device": cfg.device})
+                                     "device": cfg.device, "workers": cfg.workers})
     make_source = make_source or default_sources(cfg)
     net_cfg = preset(cfg.preset, **cfg.net)
     if cfg.objective == "stn":
@@ -382,6 +417,8 @@ def train(
     if start_weights is not None:
         model.load_state_dict(start_weights)
     model.to(device)
+    if device.type == "cpu":  # oneDNN's convolutions and pools: a step ~20% faster on 2 cores
+        model.to(memory_format=torch.channels_last)
     trainee = distributed.wrap(model, ranks, device)  # what the steps run through
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -427,11 +464,12 @@ def train(
     bar = tqdm(total=total, initial=step if total else 0, desc=f"train {cfg.objective}",
                unit="step", disable=not progress)
     rows = ranks.rows(cfg.batch_size)  # this process's share of each batch
+    batches = batch_stream(make_source, cfg, source, step)
     while True:
         over = step >= cfg.steps if deadline is None else time.time() >= deadline
         if distributed.agree(ranks, over)[0]:  # every process stops at the same step
             break
-        batch = source.sample(cfg.batch_size)
+        batch = next(batches)
         a = torch.from_numpy(batch.a[rows]).to(device)
         b = torch.from_numpy(batch.b[rows]).to(device)
         if cfg.objective == "udl":
@@ -474,6 +512,7 @@ def train(
                 save_checkpoint(out, snapshot())
             last_save = time.time()
     bar.close()
+    batches.close()  # ends the pair-making processes, if any
     final = {}
     if ranks.main:
         final = snapshot()

@@ -4,8 +4,9 @@ around it, the whole circle for pairs the network is unsure of, then full resolu
 
 The network sees each image resampled to its own input size (bilinear with antialiasing,
 standardised, masked: :func:`udl_align.training.prepare_input`), or the log-magnitude of its
-spectrum for a spectrum network, which gives the angle modulo 180: the half turn is then
-chosen by correlation. The shift and the refinement work on the original images.
+spectrum for a spectrum network, which gives the angle modulo 180, and a network for a
+particle of symmetry C_n gives it modulo 360/n: the turn is then chosen by correlation. The
+shift and the refinement work on the original images.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class NetworkAligner(Aligner):
     ) -> None:
         super().__init__(device=device, **kwargs)
         self.model = fused_for_inference(model).to(self.device)
+        if self.device.type == "cpu":  # oneDNN's convolutions and pools: ~25% less per pair
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.offset = float(offset)
         # with refine: pairs the network is less sure of than this get the whole-circle search
         self.confidence_floor = float(confidence_floor or 0.0)
@@ -124,8 +127,8 @@ class NetworkAligner(Aligner):
         angle, sure = self.network_estimate(ta, tb)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
-        if self.model.cfg.angle_factor == 2:
-            angle = pick_half_turn(pa, pb, angle, s)
+        if self.model.cfg.angle_factor > 1:
+            angle = pick_turn(pa, pb, angle, s, self.model.cfg.angle_factor)
         if self.refine_enabled:
             search = GuidedSearch(s, span=self.refine_span)
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
@@ -156,17 +159,20 @@ def untrusted(offset_info: dict) -> str:
     return ""
 
 
-def pick_half_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
-                   max_shift: int) -> torch.Tensor:
-    """``angle`` or ``angle + 180``, whichever correlates better (masked NCC over shifts, on
-    pre-processed images cropped to 64 px): a spectrum cannot tell them apart."""
+def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: int,
+              turns: int = 2) -> torch.Tensor:
+    """The one of ``angle + k 360 / turns`` (k < turns) that correlates best (masked NCC over
+    shifts, on pre-processed images cropped to 64 px): a network that knows the angle only
+    modulo ``360 / turns`` (a spectrum's 180, a symmetric particle's) cannot tell them apart."""
     n = a.shape[-1]
     m = cropped_size(n, 64)
     ref = prepare_reference(fourier_crop(b, m), max_shift * m / n)
-    both = torch.stack([angle, angle + 180.0], 1)
-    scores, _, _ = score_angles(fourier_crop(a, m), ref, both, mode="bicubic")
-    return torch.remainder(both.gather(1, scores.argmax(1, keepdim=True))[:, 0], 360.0)
+    steps = torch.arange(turns, dtype=angle.dtype, device=angle.device) * (360.0 / turns)
+    candidates = angle[:, None] + steps
+    scores, _, _ = score_angles(fourier_crop(a, m), ref, candidates, mode="bicubic")
+    best = candidates.gather(1, scores.argmax(1, keepdim=True))[:, 0]
+    return torch.remainder(best, 360.0)
 
 
-__all__ = ["NetworkAligner", "pick_half_turn", "resolve_model_path", "untrusted",
+__all__ = ["NetworkAligner", "pick_turn", "resolve_model_path", "untrusted",
            "DEFAULT_MODEL"]

@@ -44,6 +44,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-views", choices=("on", "off"), default=None,
                         help="make UDL's two disturbed copies from the even and the odd pixels, "
                         "so they share no noise. Default: on for particle stacks, off otherwise")
+    parser.add_argument("--symmetry", type=int, default=1,
+                        help="in-plane symmetry order n of the particle (C_n; e.g. 2 for "
+                        "GroEL's side views): the network learns the angle modulo 360/n and "
+                        "align picks among the n turns by correlation. Default: 1")
     parser.add_argument("--reference", default="",
                         help="particle stacks: train on (reference, particle) pairs, the pairs "
                         "align --stack --reference sees (a class average or a projection)")
@@ -81,6 +85,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "(the paper's way) instead of the label-free estimate")
     parser.add_argument("--device", default="cpu",
                         help="cpu (default) or cuda: where the network trains")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes that make training pairs (default 0: in this process, "
+                        "reproducible to the pair; on a GPU one process cannot keep up)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -95,6 +102,12 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--val-every must be at least 1, got {args.val_every}")
     if args.checkpoint_every < 0:
         raise InputError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    if args.symmetry < 1:
+        raise InputError(f"--symmetry must be at least 1, got {args.symmetry}")
+    if args.symmetry > 1 and args.objective == "stn":
+        raise InputError("--symmetry needs an angle head: not with --objective stn")
+    if args.workers < 0:
+        raise InputError(f"--workers must be >= 0, got {args.workers}")
     if args.init and args.resume:
         raise InputError("--init starts a new run; --resume continues one: give only one")
     if args.reference and not is_particle_data(args.data):
@@ -118,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
            else args.input_lowpass}
     if args.input or not init:
         net["input"] = kind
+    if args.symmetry > 1:
+        net["symmetry"] = args.symmetry
     calib = read_pairs(args.calibrate_with) if args.calibrate_with else None
     if calib is not None and not calib.has_truth:
         raise InputError("has no truth to calibrate with", args.calibrate_with)
@@ -125,6 +140,7 @@ def main(args: argparse.Namespace) -> int:
                       init=init, noise=args.noise, batch_size=args.batch_size,
                       lr=args.lr, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                       seed=args.seed, val_every=args.val_every, device=args.device,
+                      workers=args.workers,
                       group_by=args.group_by, net=net, reference=args.reference,
                       checkpoint_steps=args.checkpoint_every, disturb_shift=disturb_shift,
                       split_views=defaults["split_views"] if args.split_views is None
