@@ -138,9 +138,10 @@ class NetworkAligner(Aligner):
             return Estimate.concat([
                 search(pa[lo:lo + 16], pb[lo:lo + 16], angle[lo:lo + 16], unsure[lo:lo + 16])
                 for lo in range(0, pa.shape[0], 16)])
-        # parabola peaks: the network's angle is a few degrees off, which costs far more shift
-        # accuracy than the parabola's bias; exact peaks would double the time
-        tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s), fine=False)
+        # parabola peaks and bilinear rotation: the network's angle is a few degrees off, which
+        # costs far more shift accuracy than either; exact peaks would double the time
+        tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s), fine=False,
+                                   mode="bilinear")
         return Estimate.from_tensors(angle, tx, ty, score)
 
 
