@@ -170,8 +170,11 @@ def fine_peaks(
     k = int(round(half_width / step))
     offs = torch.arange(-k, k + 1, device=tx.device, dtype=tx.dtype) * step
     px, py = tx[..., None] + offs, ty[..., None] + offs  # (B, K, P)
-    ey = torch.exp(2j * torch.pi * py[..., None] * freq / n)  # (B, K, P, n)
-    ex = torch.exp(2j * torch.pi * px[..., None] * freq / n)
+    # exp(2 pi i (t + o) f / n) = exp(2 pi i t f / n) exp(2 pi i o f / n): one exponential per
+    # peak and one table for the grid's offsets, not one per grid point (exp was 8% of polish)
+    table = torch.exp(2j * torch.pi * offs[:, None] * freq / n)  # (P, n)
+    ey = torch.exp(2j * torch.pi * ty[..., None] * freq / n)[..., None, :] * table  # (B,K,P,n)
+    ex = torch.exp(2j * torch.pi * tx[..., None] * freq / n)[..., None, :] * table
     corr = torch.einsum("bkpy,bkyx,bkqx->bkpq", ey, cross, ex).real
     s1 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 0], ex).real
     s2 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 1], ex).real
