@@ -239,11 +239,11 @@ def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):
 # not learn from pure noise, and its label-free offset C matches the labelled one.
 # --------------------------------------------------------------------------------------------
 
-def toy_train(tmp_path, signal: bool, steps: int = 300):
+def toy_train(tmp_path, signal: bool):
     from toy import ToySource, toy_config, toy_sources
 
     torch.set_num_threads(2)
-    state = train(toy_config(steps), tmp_path / "toy.pt", progress=False, log=lambda *_: None,
+    state = train(toy_config(), tmp_path / "toy.pt", progress=False, log=lambda *_: None,
                   make_source=toy_sources(signal))
     return state, ToySource(size=32, seed=99, signal=signal, patterns=1)
 
@@ -382,7 +382,9 @@ def test_two_processes_under_torchrun_train_like_one(toy_model, tmp_path):
                    env=env, check=True, capture_output=True, timeout=300)
     state, source = toy_model
     two = load_checkpoint(tmp_path / "ddp.pt")
-    assert two["step"] == state["step"] == 300
+    from toy import TOY_STEPS
+
+    assert two["step"] == state["step"] == TOY_STEPS
     one_err, two_err = toy_error(state, source), toy_error(two, source)
     assert two_err < 30.0, two_err  # chance: 90
     assert abs(one_err - two_err) < 10.0, (one_err, two_err)

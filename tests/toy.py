@@ -80,7 +80,12 @@ TOY_NET = {"size": 32, "stem_pool": False, "mask_channels": [4, 8], "mask_stride
            "pools": [True, True, True, False]}
 
 
-def toy_config(steps: int = 300):
+#: the toy run's length: at 300 steps it sat at the edge (validation 10.6 deg, 46% of
+#: unlabelled 3-cycles closed; at 400: 6.7 deg, 79%), so a change of rounding could tip it
+TOY_STEPS = 400
+
+
+def toy_config(steps: int = TOY_STEPS):
     from udl_align.training import TrainConfig
 
     return TrainConfig(steps=steps, batch_size=16, val_pairs=128, val_every=steps, seed=2,
