@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..models import AlignNet, fused_for_inference
+from ..models import AlignNet, fused_for_inference, to_device
 from .base import Aligner
 from .correlation import (
     Estimate,
@@ -65,9 +65,7 @@ class NetworkAligner(Aligner):
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
-        self.model = fused_for_inference(model).to(self.device)
-        if self.device.type == "cpu":  # oneDNN's convolutions and pools: ~25% less per pair
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = to_device(fused_for_inference(model), self.device)
         self.offset = float(offset)
         # with refine: pairs the network is less sure of than this get the whole-circle search
         self.confidence_floor = float(confidence_floor or 0.0)
