@@ -76,39 +76,31 @@ def mask_radius(n: int, max_shift: float) -> float:
 
 @dataclass
 class Reference:
-    """What the NCC needs of ``b``, computed once per pair: spectrum and local statistics.
-    The full complex spectra that only exact sub-pixel peaks need are made on first use."""
+    """What the NCC needs of ``b``, computed once per pair: its spectrum, the spectra of its
+    local sums under the moved mask, and its local variance at the shifts searched."""
 
-    b: torch.Tensor  # (B, N, N)
     spectrum: torch.Tensor  # rfft2(b), (B, N, N//2+1)
-    local_var: torch.Tensor  # masked variance of b under the mask moved by t, (B, N, N)
+    moments: torch.Tensor  # conj(rfft2(mask)) * rfft2(b), likewise with b^2: (B, 2, N, N//2+1)
+    window_var: torch.Tensor  # masked variance of b under the mask moved by t, (B, W, W)
     mask: torch.Tensor  # (N, N)
     max_shift: int
-    _full: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _full_spectra(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._full is None:
-            full_fm = torch.conj(torch.fft.fft2(self.mask))
-            full_fb = torch.fft.fft2(self.b)
-            moments = torch.stack([full_fm * full_fb, full_fm * torch.fft.fft2(self.b ** 2)], 1)
-            self._full = (full_fb, moments)
-        return self._full
 
     def rows(self, index: torch.Tensor) -> Reference:
         """The same for a subset of the pairs (``index``: row numbers)."""
-        full = None if self._full is None else tuple(f[index] for f in self._full)
-        return Reference(self.b[index], self.spectrum[index], self.local_var[index], self.mask,
-                         self.max_shift, full)
+        return Reference(self.spectrum[index], self.moments[index], self.window_var[index],
+                         self.mask, self.max_shift)
 
-    @property
-    def full_spectrum(self) -> torch.Tensor:
-        """fft2(b), (B, N, N): for sub-pixel evaluation."""
-        return self._full_spectra()[0]
 
-    @property
-    def mask_moments(self) -> torch.Tensor:
-        """conj(fft2(mask)) * fft2(b), likewise with b^2: (B, 2, N, N)."""
-        return self._full_spectra()[1]
+def shift_index(n: int, s: int) -> torch.Tensor:
+    """Circular map rows (or columns) of the shifts ``-s-1 .. s+1``: the ``W = 2s+3`` wide
+    window of allowed shifts with one more on each side for the peak's parabola."""
+    return torch.arange(-s - 1, s + 2) % n
+
+
+def local_variance(s1: torch.Tensor, s2: torch.Tensor, mask_sum: torch.Tensor) -> torch.Tensor:
+    """Masked variance from the masked sums of ``b`` and ``b^2`` (floored: a flat region of
+    ``b`` must not divide by zero)."""
+    return (s2 - s1 * s1 / mask_sum).clamp_min(1e-6 * float(mask_sum))
 
 
 def prepare_reference(b: torch.Tensor, max_shift: float, edge: float = 2.0) -> Reference:
@@ -119,33 +111,41 @@ def prepare_reference(b: torch.Tensor, max_shift: float, edge: float = 2.0) -> R
     )
     fm = torch.conj(torch.fft.rfft2(mask))
     fb = torch.fft.rfft2(b)
-    s1 = torch.fft.irfft2(fm * fb, s=(n, n))
-    s2 = torch.fft.irfft2(fm * torch.fft.rfft2(b * b), s=(n, n))
-    local_var = (s2 - s1 * s1 / mask.sum()).clamp_min(1e-6 * float(mask.sum()))
-    return Reference(b, fb, local_var, mask, s)
+    moments = torch.stack([fm * fb, fm * torch.fft.rfft2(b * b)], 1)
+    idx = shift_index(n, s).to(b.device)
+    s1, s2 = torch.fft.irfft2(moments, s=(n, n))[..., idx[:, None], idx].unbind(1)
+    return Reference(fb, moments, local_variance(s1, s2, mask.sum()), mask, s)
 
 
 def masked_template(templates: torch.Tensor, mask: torch.Tensor):
     """``mask * (T - masked mean)`` and its masked energy ``sum(mask * (T - mean)^2)``."""
     mean = (templates * mask).sum(dim=(-2, -1), keepdim=True) / mask.sum()
-    energy = (mask * (templates - mean) ** 2).sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    return mask * (templates - mean), energy
+    centred = templates - mean
+    masked = mask * centred
+    energy = (masked * centred).sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return masked, energy
 
 
-def ncc_maps(templates: torch.Tensor, ref: Reference) -> torch.Tensor:
-    """Masked NCC of templates ``(B, K, N, N)`` with ``b`` at every circular shift.
+def cross_spectra(templates: torch.Tensor, ref: Reference):
+    """``conj(rfft2(masked template)) * rfft2(b)`` for templates ``(B, K, N, N)`` (the
+    correlation's half spectrum, ``(B, K, N, N//2+1)``) and the templates' masked energies."""
+    masked, energy = masked_template(templates, ref.mask)
+    return torch.conj(torch.fft.rfft2(masked)) * ref.spectrum[:, None], energy
 
-    Returns ``(B, K, N, N)``; entry ``[.., t_y mod N, t_x mod N]`` scores "``b`` is the
-    template moved by ``t``".
-    """
-    n = templates.shape[-1]
-    centred, energy = masked_template(templates, ref.mask)
-    corr = torch.fft.irfft2(torch.conj(torch.fft.rfft2(centred)) * ref.spectrum[:, None], s=(n, n))
-    return corr / torch.sqrt(energy * ref.local_var[:, None])
+
+def ncc_window(cross: torch.Tensor, energy: torch.Tensor, ref: Reference) -> torch.Tensor:
+    """Masked NCC at the shifts ``-s-1 .. s+1`` (see :func:`shift_index`): ``(B, K, W, W)``,
+    entry ``[.., s + 1 + t_y, s + 1 + t_x]`` scores "``b`` is the template moved by ``t``".
+    Only this window is normalised: the rest of the correlation map is never looked at."""
+    n = cross.shape[-2]
+    idx = shift_index(n, ref.max_shift).to(cross.device)
+    corr = torch.fft.irfft2(cross, s=(n, n))[..., idx[:, None], idx]
+    return corr / torch.sqrt(energy * ref.window_var[:, None])
 
 
 def fine_peaks(
-    templates: torch.Tensor,
+    cross: torch.Tensor,
+    energy: torch.Tensor,
     ref: Reference,
     tx: torch.Tensor,
     ty: torch.Tensor,
@@ -160,25 +160,31 @@ def fine_peaks(
     moved mask, so this is the exact NCC at the grid points: ``(tx, ty) +- half_width`` in steps
     of ``step`` px. A parabola through the best grid point and its neighbours then places the
     peak between them (on samples 0.1 px apart its bias is far below 0.01 px).
-    Returns ``(score, tx, ty)`` shaped like ``tx``.
+    ``cross``, ``energy``: from :func:`cross_spectra` (half spectra: the real series doubles
+    every column but the first and, for even N, the last). Returns ``(score, tx, ty)`` shaped
+    like ``tx``.
     """
-    n = templates.shape[-1]
-    centred, energy = masked_template(templates, ref.mask)
-    cross = torch.conj(torch.fft.fft2(centred)) * ref.full_spectrum[:, None]  # (B, K, n, n)
-    freq = torch.fft.fftfreq(n, device=templates.device, dtype=templates.dtype) * n
+    n, h = cross.shape[-2], cross.shape[-1]
+    dev, dt = tx.device, tx.dtype
+    fy = torch.fft.fftfreq(n, device=dev, dtype=dt) * n
+    fx = torch.arange(h, device=dev, dtype=dt)
+    weight = torch.full((h,), 2.0, device=dev, dtype=dt)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
     msum = ref.mask.sum()
     k = int(round(half_width / step))
-    offs = torch.arange(-k, k + 1, device=tx.device, dtype=tx.dtype) * step
+    offs = torch.arange(-k, k + 1, device=dev, dtype=dt) * step
     px, py = tx[..., None] + offs, ty[..., None] + offs  # (B, K, P)
     # exp(2 pi i (t + o) f / n) = exp(2 pi i t f / n) exp(2 pi i o f / n): one exponential per
-    # peak and one table for the grid's offsets, not one per grid point (exp was 8% of polish)
-    table = torch.exp(2j * torch.pi * offs[:, None] * freq / n)  # (P, n)
-    ey = torch.exp(2j * torch.pi * ty[..., None] * freq / n)[..., None, :] * table  # (B,K,P,n)
-    ex = torch.exp(2j * torch.pi * tx[..., None] * freq / n)[..., None, :] * table
+    # peak and one table for the grid's offsets, not one per grid point
+    table_y = torch.exp(2j * torch.pi * offs[:, None] * fy / n)  # (P, n)
+    table_x = torch.exp(2j * torch.pi * offs[:, None] * fx / n) * weight  # (P, h)
+    ey = torch.exp(2j * torch.pi * ty[..., None] * fy / n)[..., None, :] * table_y  # (B,K,P,n)
+    ex = torch.exp(2j * torch.pi * tx[..., None] * fx / n)[..., None, :] * table_x  # (B,K,P,h)
     corr = torch.einsum("bkpy,bkyx,bkqx->bkpq", ey, cross, ex).real
-    s1 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 0], ex).real
-    s2 = torch.einsum("bkpy,byx,bkqx->bkpq", ey, ref.mask_moments[:, 1], ex).real
-    var = (s2 / (n * n) - (s1 / (n * n)) ** 2 / msum).clamp_min(1e-6 * float(msum))
+    sums = torch.einsum("bkpy,bmyx,bkqx->bkmpq", ey, ref.moments, ex).real / (n * n)
+    var = local_variance(sums[:, :, 0], sums[:, :, 1], msum)
     grid = corr / (n * n) / torch.sqrt(energy * var)  # (B, K, P, P): [y, x]
     p = offs.shape[0]
     score, idx = grid.flatten(-2).max(dim=-1)
@@ -199,12 +205,6 @@ def fine_peaks(
     return score + gain_x + gain_y, best_x, best_y
 
 
-def window(maps: torch.Tensor, s: int) -> torch.Tensor:
-    """The ``(2s+1)^2`` block of allowed shifts, ``[..., s + ty, s + tx]``."""
-    rolled = torch.roll(maps, shifts=(s, s), dims=(-2, -1))
-    return rolled[..., : 2 * s + 1, : 2 * s + 1]
-
-
 def parabola_vertex(
     left: torch.Tensor, mid: torch.Tensor, right: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,26 +222,25 @@ def parabola_offset(left: torch.Tensor, mid: torch.Tensor, right: torch.Tensor) 
     return parabola_vertex(left, mid, right)[0]
 
 
-def peaks(maps: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best allowed shift of each map ``(..., N, N)``: ``(score, tx, ty)`` with sub-pixel shift."""
-    n = maps.shape[-1]
-    win = window(maps, s)
+def window_peaks(win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best allowed shift in NCC windows ``(..., W, W)`` (:func:`ncc_window`):
+    ``(score, tx, ty)`` with sub-pixel shift (a parabola on each axis; the window's margin
+    gives the neighbours of a peak at the largest allowed shift)."""
+    w = win.shape[-1]
+    s = (w - 3) // 2
+    score, idx = win[..., 1:-1, 1:-1].flatten(-2).max(dim=-1)
+    iy, ix = idx // (2 * s + 1) + 1, idx % (2 * s + 1) + 1
     flat = win.flatten(-2)
-    score, idx = flat.max(dim=-1)
-    iy, ix = idx // (2 * s + 1), idx % (2 * s + 1)
-    ty, tx = (iy - s), (ix - s)
-    # neighbours from the circular map, valid even at the window's edge
-    gy, gx = ty % n, tx % n
-    full = maps.flatten(-2)
 
     def at(dy: int, dx: int) -> torch.Tensor:
-        lin = ((gy + dy) % n) * n + (gx + dx) % n
-        return full.gather(-1, lin[..., None])[..., 0]
+        return flat.gather(-1, ((iy + dy) * w + ix + dx)[..., None])[..., 0]
 
     sub_x, gain_x = parabola_vertex(at(0, -1), score, at(0, 1))
     sub_y, gain_y = parabola_vertex(at(-1, 0), score, at(1, 0))
     # the interpolated peak height, so a score does not depend on where the integer grid falls
-    return score + gain_x + gain_y, tx.to(maps.dtype) + sub_x, ty.to(maps.dtype) + sub_y
+    tx = (ix - 1 - s).to(win.dtype) + sub_x
+    ty = (iy - 1 - s).to(win.dtype) + sub_y
+    return score + gain_x + gain_y, tx, ty
 
 
 def score_angles(
@@ -269,9 +268,10 @@ def score_angles(
                 a[:, None].expand(bsz, kk, n, n).reshape(bsz * kk, n, n), ang.reshape(-1),
                 mode=mode,
             ).reshape(bsz, kk, n, n)
-        found = peaks(ncc_maps(rotated, ref), ref.max_shift)
+        cross, energy = cross_spectra(rotated, ref)
+        found = window_peaks(ncc_window(cross, energy, ref))
         if fine:
-            found = fine_peaks(rotated, ref, found[1], found[2])
+            found = fine_peaks(cross, energy, ref, found[1], found[2])
         for acc, val in zip(out, found, strict=True):
             acc.append(val)
     return tuple(torch.cat(v, dim=1) for v in out)  # type: ignore[return-value]

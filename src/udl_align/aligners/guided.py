@@ -14,9 +14,12 @@ shared masked NCC (:mod:`.correlation`):
    at about a fifth of bruteforce's price (a third of its angles at 48 px, no
    full-resolution candidates).
 3. **narrow**: +-1 deg in 0.5 deg steps at ``search_size`` (bicubic rotation).
-4. **polish** at full resolution: three angles 0.25 deg apart with exact sub-pixel peaks,
-   walking outward while the best is at an end, a parabola over the angle, and the shift
-   interpolated to that angle (so no further shift step is needed).
+4. **polish** at full resolution: three angles 0.5 deg apart with exact sub-pixel peaks,
+   one step outward if the best is at an end, a parabola over the angle, and the shift
+   interpolated to that angle (so no further shift step is needed). Steps of 0.25 deg walked
+   1.6 times per pair at SNR 0.05 (the narrow stage's angle is noisier than a quarter
+   degree there) for no accuracy: 0.5 deg and one walk measured the same on 200 held-out
+   pairs in all seven conditions, 10-15% faster.
 
 The defaults were chosen by measurement on held-out COCO pairs (200 per condition, against
 bruteforce in the same run). A fallback at 32 px in 4 deg steps lost pairs that bruteforce
@@ -69,8 +72,8 @@ class GuidedSearch:
         fallback_step: float = 3.0,
         candidates: int = 4,
         verify: int = 2,
-        polish_step: float = 0.25,
-        walks: int = 4,
+        polish_step: float = 0.5,
+        walks: int = 1,
     ) -> None:
         self.max_shift = int(max_shift)
         self.span = float(span)
