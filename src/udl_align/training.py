@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from . import distributed, geometry
-from .aligners.correlation import gaussian_lowpass, standardise
+from .aligners.correlation import gaussian_lowpass, image_std, standardise
 from .errors import InputError
 from .io import atomic_output, check_writable, read_pairs
 from .losses import angle_of, stn_loss, supervised_loss, udl_loss
@@ -110,7 +110,7 @@ def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = N
         return standardise(x, floor=1e-6) * mask
     outside = mask < 0.5
     level = x[:, outside].mean(dim=1)[:, None, None]
-    x = (x - level) / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6) * mask
+    x = (x - level) / image_std(x).clamp_min(1e-6) * mask
     spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs()
     return standardise(torch.log1p(spectrum), floor=1e-6) * mask
 

@@ -32,12 +32,24 @@ def to_tensor(images, device: str | torch.device = "cpu") -> torch.Tensor:
     return x[None] if x.dim() == 2 else x
 
 
+def _spread(centred: torch.Tensor) -> torch.Tensor:
+    """Standard deviation (unbiased, as ``torch.std``) of mean-free images over their last two
+    axes: a vector norm, because ``torch.std`` over two axes took 14x as long here (3 ms for
+    64 images of 128 px on 2 cores, more than the low-pass filter's FFTs)."""
+    count = centred.shape[-1] * centred.shape[-2]
+    return torch.linalg.vector_norm(centred, dim=(-2, -1), keepdim=True) / math.sqrt(count - 1)
+
+
+def image_std(x: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each image ``(..., N, N)``, shaped ``(..., 1, 1)``."""
+    return _spread(x - x.mean(dim=(-2, -1), keepdim=True))
+
+
 def standardise(x: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
     """Zero mean, unit variance per image (so scores do not depend on the grey scale); the
     standard deviation is taken as at least ``floor``."""
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True).clamp_min(floor)
-    return (x - mean) / std
+    centred = x - x.mean(dim=(-2, -1), keepdim=True)
+    return centred / _spread(centred).clamp_min(floor)
 
 
 def gaussian_lowpass(x: torch.Tensor, cutoff: float | None) -> torch.Tensor:

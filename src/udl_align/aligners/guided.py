@@ -72,6 +72,8 @@ class GuidedSearch:
         fallback_step: float = 3.0,
         candidates: int = 4,
         verify: int = 2,
+        verify_step: float = 1.0,
+        window_size: int | None = None,
         polish_step: float = 0.5,
         walks: int = 1,
     ) -> None:
@@ -83,6 +85,8 @@ class GuidedSearch:
         self.fallback_step = float(fallback_step)
         self.candidates = int(candidates)
         self.verify = int(verify)
+        self.verify_step = float(verify_step)
+        self.window_size = window_size
         self.polish_step = float(polish_step)
         self.walks = int(walks)
 
@@ -95,7 +99,12 @@ class GuidedSearch:
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, self.max_shift * m / n)
 
-        angle, edge = self.window(sa, ref, prior.to(a.dtype))
+        w = cropped_size(n, self.window_size or self.search_size)
+        if w == m:
+            angle, edge = self.window(sa, ref, prior.to(a.dtype))
+        else:
+            wref = prepare_reference(fourier_crop(b, w), self.max_shift * w / n)
+            angle, edge = self.window(fourier_crop(a, w), wref, prior.to(a.dtype))
         need = edge if unsure is None else edge | unsure.to(edge.device)
         if need.any():
             rows = need.nonzero()[:, 0]
@@ -130,9 +139,9 @@ class GuidedSearch:
                                     chunk=90)
         starts = torch.cat([circle[top_peaks(coarse, self.candidates)], window_best[:, None]], 1)
         grid = starts[:, :, None] + torch.arange(-self.verify, self.verify + 1, device=a.device,
-                                                 dtype=a.dtype)
+                                                 dtype=a.dtype) * self.verify_step
         scores, _, _ = score_angles(sa, ref, grid.flatten(1), mode="bicubic")
-        return _pick(grid, scores.reshape(grid.shape), 1.0)
+        return _pick(grid, scores.reshape(grid.shape), self.verify_step)
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor) -> Estimate:
         """Full resolution, exact sub-pixel peaks at three angles ``polish_step`` apart; while
