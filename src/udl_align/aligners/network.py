@@ -53,6 +53,7 @@ def resolve_model_path(name: str | Path) -> Path:
 class NetworkAligner(Aligner):
     name = "network"
     batch_size = 64  # the network's forward is 30% cheaper per pair at 64 than at 16 (2 cores)
+    search_batch = 32  # pairs per guided search (refine): 9% faster than 16, and than 64
 
     def __init__(
         self,
@@ -133,9 +134,10 @@ class NetworkAligner(Aligner):
             unsure = (torch.ones_like(angle, dtype=torch.bool)
                       if math.isinf(self.confidence_floor) else sure < self.confidence_floor)
             # the search's many rotated copies outgrow the caches in big batches
+            k = self.search_batch
             return Estimate.concat([
-                search(pa[lo:lo + 16], pb[lo:lo + 16], angle[lo:lo + 16], unsure[lo:lo + 16])
-                for lo in range(0, pa.shape[0], 16)])
+                search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k])
+                for lo in range(0, pa.shape[0], k)])
         # parabola peaks and bilinear rotation: the network's angle is a few degrees off, which
         # costs far more shift accuracy than either; exact peaks would double the time
         tx, ty, score = shift_step(pa, pb, angle, s, prepare_reference(pb, s), fine=False,
