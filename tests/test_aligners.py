@@ -249,3 +249,16 @@ def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pai
                  str(tmp_path / "bad.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
                  "--quiet"]) == 0
     assert "warning" in capsys.readouterr().err
+
+
+def test_network_path_shift_in_original_pixels(textured_pairs):
+    """The network path's shift step runs at half resolution: given the true angle, the shift
+    comes back in the images' own pixels, within the half-resolution parabola's error."""
+    from udl_align.aligners.network import NetworkAligner
+
+    a, b, truth = textured_pairs
+    true = np.deg2rad(truth[:, 0])
+    out = torch.tensor(np.stack([np.cos(true), np.sin(true)], 1), dtype=torch.float32)
+    est = NetworkAligner(FixedOutputs(out), max_shift=10).estimate(a, b)
+    ang, shift = errors(est, truth)
+    assert ang.max() < 1e-3 and shift.max() < 0.35
