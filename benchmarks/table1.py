@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
     p.add_argument("--classical", nargs="*", default=["bruteforce", "fourier-mellin", "emaf"])
+    p.add_argument("--repeats", type=int, default=2,
+                   help="times each chunk is timed, the fastest counting (as timeit)")
     p.add_argument("--out-dir", default="results/table1")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             methods[name] = make_aligner(name, max_shift=10)
         start = time.time()
         report = compare_on_photographs(args.images, methods, args.conditions, n=args.n,
-                                        seed=args.seed, split="test", keep_pairs=True)
+                                        seed=args.seed, split="test", keep_pairs=True,
+                                        repeats=args.repeats)
     except InputError as err:
         print(f"table1.py: error: {err}", file=sys.stderr)
         return 2
