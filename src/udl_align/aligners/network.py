@@ -149,7 +149,7 @@ class NetworkAligner(Aligner):
         degrees off, which costs the shift far more than half resolution does (mean shift
         error on 200 held-out COCO pairs: 1.56 / 3.61 / 4.47 px against 1.39 / 3.70 / 4.42 at
         full resolution, clean / SNR 0.1 / salt-and-pepper 0.3), at a third of the time
-        (the whole network path: 23-30x bruteforce's pairs/s against 18-20x)."""
+        (the whole network path: 20-30x bruteforce's pairs/s against 17.5-20x)."""
         n = a.shape[-1]
         m = cropped_size(n, n // 2 if n >= 64 else None)
         est = self.shift(self.preprocess(a, m), self.preprocess(b, m), angle,
