@@ -61,6 +61,7 @@ class NetworkAligner(Aligner):
         offset: float = 0.0,
         refine: bool = False,
         refine_span: float = 15.0,
+        search_options: dict | None = None,
         confidence_floor: float | None = None,
         device: str | torch.device = "cpu",
         **kwargs,
@@ -72,6 +73,8 @@ class NetworkAligner(Aligner):
         self.confidence_floor = float(confidence_floor or 0.0)
         self.refine_enabled = bool(refine)
         self.refine_span = float(refine_span)
+        # other GuidedSearch settings (benchmarks/refine_settings.py compares them)
+        self.search_options = dict(search_options or {})
         self.name = "network+refine" if refine else "network"
         # why the checkpoint's own calibration says not to trust this network ("": it may)
         self.distrust = ""
@@ -132,7 +135,7 @@ class NetworkAligner(Aligner):
         if self.model.cfg.angle_factor > 1:
             angle = pick_turn(pa, pb, angle, s, self.model.cfg.angle_factor)
         if self.refine_enabled:
-            search = GuidedSearch(s, span=self.refine_span)
+            search = GuidedSearch(s, **{"span": self.refine_span, **self.search_options})
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
             unsure = (torch.ones_like(angle, dtype=torch.bool)
                       if math.isinf(self.confidence_floor) else sure < self.confidence_floor)
