@@ -22,13 +22,13 @@ shared masked NCC (:mod:`.correlation`):
    pairs in all seven conditions, 10-15% faster.
 
 The defaults were chosen by measurement on held-out COCO pairs (200 per condition, against
-bruteforce in the same run; ``benchmarks/refine_settings.py`` compares settings). A fallback at 32 px in 4 deg steps lost pairs that bruteforce
-finds even with 6 candidates (salt-and-pepper 0.2: 1.64 against 0.82 deg; Gaussian SNR 0.05:
-3.61 against 3.00), and so did one at 40 px in 3 deg steps (salt-and-pepper 0.2: 1.51); at
-48 px in 4 deg steps, candidates checked at -1.5, 0 and +1.5 deg, and a window in 2 deg
-steps every condition stayed within 5% of bruteforce, 10% faster than 3 deg steps, +-2 deg
-checks and a 1.5 deg window. A window at 48 px lost accuracy (Gaussian SNR 0.5: 0.32 against
-0.26 deg).
+bruteforce in the same run; ``benchmarks/refine_settings.py`` compares settings). A fallback
+at 32 px in 4 deg steps lost pairs that bruteforce finds even with 6 candidates
+(salt-and-pepper 0.2: 1.64 against 0.82 deg; Gaussian SNR 0.05: 3.61 against 3.00), and so
+did one at 40 px in 3 deg steps (salt-and-pepper 0.2: 1.51); at 48 px in 4 deg steps,
+candidates checked at -1.5, 0 and +1.5 deg, and a window in 2 deg steps every condition
+stayed within 5% of bruteforce, 10% faster than 3 deg steps, +-2 deg checks and a 1.5 deg
+window. A window at 48 px lost accuracy (Gaussian SNR 0.5: 0.32 against 0.26 deg).
 """
 
 from __future__ import annotations
