@@ -127,11 +127,10 @@ class NetworkAligner(Aligner):
         if ta.shape[-1] != ta.shape[-2]:
             raise ValueError(f"images are not square: {tuple(ta.shape)}")
         angle, sure = self.network_estimate(ta, tb)
-        n = ta.shape[-1]
-        s = self.shift_range(n)
         if not self.refine_enabled and self.model.cfg.angle_factor == 1:
             return self.fast_shift(ta, tb, angle)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
+        s = self.shift_range(ta.shape[-1])
         if self.model.cfg.angle_factor > 1:
             angle = pick_turn(pa, pb, angle, s, self.model.cfg.angle_factor)
         if self.refine_enabled:
@@ -144,7 +143,7 @@ class NetworkAligner(Aligner):
             return Estimate.concat([
                 search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k])
                 for lo in range(0, pa.shape[0], k)])
-        return self.shift(pa, pb, angle)
+        return self.shift(pa, pb, angle, s)
 
     def fast_shift(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor) -> Estimate:
         """The network path's shift step on raw images, at half resolution but not below
@@ -161,11 +160,10 @@ class NetworkAligner(Aligner):
         return est
 
     def shift(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
-              max_shift: float | None = None) -> Estimate:
+              max_shift: float) -> Estimate:
         # parabola peaks and bilinear rotation: the network's angle is a few degrees off, which
         # costs far more shift accuracy than either; exact peaks would double the time
-        s = self.shift_range(a.shape[-1]) if max_shift is None else max_shift
-        tx, ty, score = shift_step(a, b, angle, s, fine=False, mode="bilinear")
+        tx, ty, score = shift_step(a, b, angle, max_shift, fine=False, mode="bilinear")
         return Estimate.from_tensors(angle, tx, ty, score)
 
 
