@@ -31,13 +31,29 @@ def run_align(source, reference, out_dir, *extra):
                  str(out_dir), "--method", "bruteforce", "--max-shift", "3", "--quiet", *extra])
 
 
+def assert_names_lead_to(star, stack, indices):
+    """The output STAR's rlnImageName resolve, from another folder, to ``stack``'s images."""
+    import os
+
+    from udl_align.stacks import open_particles
+
+    here = os.getcwd()
+    try:
+        os.chdir(star.parent.parent.parent)  # neither the STAR's folder nor the stack's
+        particles = open_particles(star)
+    finally:
+        os.chdir(here)
+    assert {str(p) for p in particles.stack_path} == {str(stack.resolve())}
+    assert list(particles.stack_index) == list(indices)
+
+
 def test_stack_is_aligned_to_its_reference(stack, tmp_path):
     out = tmp_path / "aligned"
     assert run_align(stack, tmp_path / "parts_reference.mrc", out) == 0
     est = starfile.read(out / "particles.star")
     truth = starfile.read(tmp_path / "parts.star")["particles"]
     rows = est["particles"]
-    assert list(rows["rlnImageName"]) == list(truth["rlnImageName"])
+    assert_names_lead_to(out / "particles.star", stack, range(12))
     assert est["optics"]["rlnImagePixelSize"][0] == pytest.approx(2.5)
     assert g.angle_error(rows["rlnAnglePsi"], truth["rlnAnglePsi"]).max() < 2.0  # measured 1.2
     assert np.abs(rows["rlnOriginXAngst"] - truth["rlnOriginXAngst"]).max() < 2.5  # 1 px
@@ -61,10 +77,22 @@ def test_star_input_keeps_its_columns_and_nan_particles_are_skipped(stack, tmp_p
     assert run_align(tmp_path / "parts.star", tmp_path / "parts_reference.mrc", out) == 0
     assert "1 of 12 particles have NaN/Inf pixels" in capsys.readouterr().out
     rows = starfile.read(out / "particles.star")["particles"]
-    assert len(rows) == 11 and "5@parts.mrcs" not in set(rows["rlnImageName"])
+    assert len(rows) == 11
+    assert_names_lead_to(out / "particles.star", stack, [i for i in range(12) if i != 4])
     assert "rlnDefocusU" in rows.columns  # the input STAR's own columns are kept
+    optics = starfile.read(out / "particles.star")["optics"]
+    assert optics["rlnVoltage"][0] == pytest.approx(
+        starfile.read(tmp_path / "parts.star")["optics"]["rlnVoltage"][0])
     with mrcfile.open(out / "aligned.mrcs") as m:
         assert m.data.shape[0] == 11
+
+
+def test_star_names_relative_to_the_current_folder_are_kept(stack, tmp_path, monkeypatch):
+    """RELION's convention (stacks named from the project folder) survives align --stack."""
+    monkeypatch.chdir(tmp_path)
+    assert run_align("parts.star", "parts_reference.mrc", "out") == 0
+    rows = starfile.read(tmp_path / "out" / "particles.star")["particles"]
+    assert list(rows["rlnImageName"]) == [f"{i}@parts.mrcs" for i in range(1, 13)]
 
 
 def test_bad_stack_input_gives_one_line_and_no_output(stack, tmp_path, capsys):

@@ -12,3 +12,19 @@ class InputError(Exception):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+def checked_device(name: str):
+    """``torch.device(name)``, or an InputError naming the problem: an unknown device, or CUDA
+    asked for where there is none."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device '{name}' (expected cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device '{name}' (expected cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{name}' asked for, but no CUDA device is available")
+    return device

@@ -482,12 +482,14 @@ class ParticlesTable:
 
     ``data`` is the particles block as starfile reads it, plus derived columns: ``stack_path``
     (absolute path string), ``stack_index`` (0-based), ``origin_x_px``, ``origin_y_px`` (RELION's
-    origin offsets, in pixels) and ``psi`` (degrees).
+    origin offsets, in pixels) and ``psi`` (degrees). ``optics`` is the optics block of a
+    RELION 3.1+ file as read (None for older files).
     """
 
     data: pd.DataFrame
     pixel_size: float | None
     image_size: int | None
+    optics: pd.DataFrame | None = None
 
     @property
     def n(self) -> int:
@@ -630,7 +632,7 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
     df["psi"] = (
         _numeric_column(df, "rlnAnglePsi", path) if "rlnAnglePsi" in df.columns else 0.0
     )
-    return ParticlesTable(data=df, pixel_size=pixel_size, image_size=image_size)
+    return ParticlesTable(data=df, pixel_size=pixel_size, image_size=image_size, optics=optics)
 
 
 def check_stacks_exist(table: ParticlesTable, path: PathLike) -> None:
@@ -662,26 +664,28 @@ def write_particles_star(
     image_size: int,
     extra: dict[str, np.ndarray] | None = None,
     optics_extra: dict[str, float] | None = None,
+    optics: pd.DataFrame | None = None,
+    optics_group: Any = 1,
 ) -> None:
-    """Write a RELION 3.1 particles STAR file (one optics group).
+    """Write a RELION 3.1 particles STAR file.
 
     ``image_names`` are ``index@stack`` strings (1-based); ``psi`` in degrees; origins in pixels
     in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``). ``extra``
     adds columns (e.g. ``rlnMaxValueProbDistribution``). Scalars are broadcast.
+    One optics group unless ``optics`` (an input file's optics block, kept with all its
+    columns and groups; ``optics_group`` then gives each particle's ``rlnOpticsGroup``).
     ``optics_extra`` adds optics-group columns (e.g. ``rlnVoltage``).
     """
     names = [str(s) for s in np.atleast_1d(np.asarray(image_names))]
     n = len(names)
-    optics = pd.DataFrame(
-        {
-            "rlnOpticsGroup": [1],
-            "rlnOpticsGroupName": ["opticsGroup1"],
-            "rlnImagePixelSize": [float(pixel_size)],
-            "rlnImageSize": [int(image_size)],
-            "rlnImageDimensionality": [2],
-            **{k: [v] for k, v in (optics_extra or {}).items()},
-        }
-    )
+    if optics is None:
+        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"]})
+    optics = optics.reset_index(drop=True).copy()
+    for column, value in (("rlnImagePixelSize", float(pixel_size)),
+                          ("rlnImageSize", int(image_size)), ("rlnImageDimensionality", 2),
+                          *(optics_extra or {}).items()):
+        if column not in optics.columns:
+            optics[column] = value
     columns: dict[str, Any] = {
         "rlnImageName": names,
         "rlnAnglePsi": _column(psi, n, "psi").astype(np.float64),
@@ -689,7 +693,7 @@ def write_particles_star(
         * float(pixel_size),
         "rlnOriginYAngst": _column(origin_y_px, n, "origin_y_px").astype(np.float64)
         * float(pixel_size),
-        "rlnOpticsGroup": np.ones(n, dtype=np.int64),
+        "rlnOpticsGroup": _column(optics_group, n, "optics_group").astype(np.int64),
     }
     for name, values in (extra or {}).items():
         if name in columns:

@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from . import geometry
 from .aligners.base import Aligner
+from .errors import InputError
 from .stack_align import aligned_batches
 from .stacks import ParticleSet
 
@@ -74,8 +75,11 @@ def reference_free(
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(particles.n, min(subset, particles.n), replace=False))
     some = particles.subset(pick)
-    start = next(images[finite][0] for _, images, finite in some.batches(batch_size)
-                 if finite.any())
+    start = next((images[finite][0] for _, images, finite in some.batches(batch_size)
+                  if finite.any()), None)
+    if start is None:
+        raise InputError(f"none of the {some.n} particles sampled for the first reference is "
+                         "free of NaN/Inf pixels", particles.path)
     reference = recentre(start.astype(np.float32))
     history: list[dict] = []
     for r in range(seed_rounds):

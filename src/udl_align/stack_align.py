@@ -240,15 +240,18 @@ def align_stack(
     it goes on from its last saved batch when called again with ``resume``."""
     ranks = ranks or Ranks()
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
     try:
+        paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
         return _align_and_write(particles, reference, aligner, out_dir, paths, batch_size,
                                 progress, log, record, ranks, workers, resume, save_every)
     except Exception:
-        # bad input or a failed write: nothing stays behind (an interrupted or killed run
-        # keeps .partial for --resume)
+        # bad input or a failed write: nothing stays behind, not even the folder this call
+        # made (an interrupted or killed run keeps .partial for --resume)
         shutil.rmtree(out_dir / ".partial", ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
         raise
 
 
@@ -339,15 +342,39 @@ def write_star(path: Path, particles: ParticleSet, index: np.ndarray, angle: np.
                tx: np.ndarray, ty: np.ndarray, score: np.ndarray) -> None:
     psi, origin_x, origin_y = geometry.to_relion(geometry.Rigid.of(angle, tx, ty))
     extra: dict[str, np.ndarray] = {}
+    group: np.ndarray | int = 1
     if particles.rows is not None:  # keep the input's own columns, except the pose
         pose = ("rlnImageName", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
                 "rlnOriginX", "rlnOriginY", "rlnOpticsGroup", "rlnUdlCorrentropy")
         rows = particles.rows.iloc[index]
         extra = {c: rows[c].to_numpy() for c in rows.columns if c not in pose}
+        if particles.optics is not None and "rlnOpticsGroup" in rows.columns:
+            group = rows["rlnOpticsGroup"].to_numpy()
     extra["rlnUdlCorrentropy"] = score
-    names = [particles.names[i] for i in index]
-    write_particles_star(path, names, psi, origin_x, origin_y, particles.pixel_size,
-                         particles.size, extra=extra)
+    write_particles_star(path, image_names(particles, index), psi, origin_x, origin_y,
+                         particles.pixel_size, particles.size, extra=extra,
+                         optics=particles.optics, optics_group=group)
+
+
+def image_names(particles: ParticleSet, index: np.ndarray) -> list[str]:
+    """``rlnImageName`` of the particles at ``index`` for a STAR file written anywhere: the
+    input's own name where its stack path leads to the same file from the current folder
+    (RELION's convention: paths relative to the project folder), else the stack's absolute
+    path (a name relative to the input STAR's folder, or an .mrcs input's bare file name,
+    would not resolve from the output's folder)."""
+    def keeps_name(name: str, stack: str) -> bool:
+        named = Path(name.split("@", 1)[1].strip())
+        return named.exists() and named.resolve() == Path(stack).resolve()
+
+    kept = {}
+    names = []
+    for i in index:
+        name, stack = particles.names[i], str(particles.stack_path[i])
+        if stack not in kept:
+            kept[stack] = keeps_name(name, stack)
+        absolute = f"{particles.stack_index[i] + 1}@{Path(stack).resolve()}"
+        names.append(name if kept[stack] else absolute)
+    return names
 
 
 def plot_average(reference: np.ndarray, average: np.ndarray, path: Path, n: int,

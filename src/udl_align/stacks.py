@@ -36,6 +36,7 @@ class ParticleSet:
     pixel_size: float
     rows: pd.DataFrame | None = None
     poses: np.ndarray | None = None
+    optics: pd.DataFrame | None = None  # the input STAR's optics block (RELION 3.1+)
 
     @property
     def n(self) -> int:
@@ -47,7 +48,7 @@ class ParticleSet:
         poses = None if self.poses is None else self.poses[index]
         return ParticleSet(self.path, self.stack_path[index], self.stack_index[index],
                            [self.names[i] for i in index], self.size, self.pixel_size, rows,
-                           poses)
+                           poses, self.optics)
 
     def batches(self, batch_size: int, workers: int = 0, first: int = 0
                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -157,7 +158,8 @@ def open_particles(path: str | Path) -> ParticleSet:
             f"rlnOrigin{a}Angst" in df.columns or f"rlnOrigin{a}" in df.columns for a in "XY")
         poses = df[["psi", "origin_x_px", "origin_y_px"]].to_numpy(float) if posed else None
         return ParticleSet(path, df["stack_path"].to_numpy(), df["stack_index"].to_numpy(),
-                           list(df["rlnImageName"].astype(str)), size, pixel, rows, poses)
+                           list(df["rlnImageName"].astype(str)), size, pixel, rows, poses,
+                           table.optics)
     with MrcStack(path) as stack:
         n, size, pixel = stack.n, stack.size, stack.pixel_size
     return ParticleSet(path, np.full(n, str(path)), np.arange(n),

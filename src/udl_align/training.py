@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, geometry
 from .aligners.correlation import gaussian_lowpass, image_std, standardise
-from .errors import InputError
+from .errors import InputError, checked_device
 from .io import atomic_output, check_writable, read_pairs
 from .losses import angle_of, stn_loss, supervised_loss, udl_loss
 from .models import AlignNet, NetConfig, preset, to_device
@@ -404,9 +404,7 @@ def train(
     net_cfg, start_weights = initial_weights(cfg, net_cfg) if state is None else (net_cfg, None)
     if state is not None:
         net_cfg = NetConfig.from_dict(state["net"])
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' asked for, but no CUDA device is available")
+    device = checked_device(cfg.device)
     ranks = distributed.start(cfg.device)
     distributed.check_batch(ranks, cfg.batch_size)
     if device.type == "cuda" and ranks.active:

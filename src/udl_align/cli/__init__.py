@@ -8,6 +8,10 @@ import sys
 from ..errors import InputError
 from . import align, demo, evaluate, synth, train
 
+DESCRIPTION = ("Unsupervised rigid alignment of noisy images (UDL): make synthetic data, train a "
+               "network without labels, align pairs or particle stacks, score the estimates. "
+               "Run 'udl-align demo' for the main job on built-in defaults.")
+
 COMMANDS = {
     "synth": synth,
     "train": train,
@@ -23,14 +27,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="udl-align", description=__doc__)
+    parser = _Parser(prog="udl-align", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in COMMANDS.items():
-        p = sub.add_parser(name, help=module.__doc__.splitlines()[0],
-                           description=module.__doc__)
+        text = module.__doc__.replace("``", "")
+        p = sub.add_parser(name, help=first_sentence(text), description=text)
         module.add_args(p)
         p.set_defaults(func=module.main)
     return parser
+
+
+def first_sentence(text: str) -> str:
+    paragraph = " ".join(text.split("\n\n")[0].split())
+    return paragraph.split(". ")[0].rstrip(".") + "."
 
 
 def main(argv: list[str] | None = None) -> int:

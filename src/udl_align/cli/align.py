@@ -10,7 +10,7 @@ import numpy as np
 
 from ..aligners import CLASSICAL, make_aligner, run_aligner
 from ..aligners.network import NetworkAligner
-from ..errors import InputError
+from ..errors import InputError, checked_device
 from ..io import check_writable, read_pairs, write_estimates
 
 
@@ -80,11 +80,7 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
 
 
 def make(args: argparse.Namespace, max_shift: float | None):
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda asked for, but no CUDA device is available")
+    checked_device(args.device)
     if args.model:
         aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
         if aligner.distrust:
@@ -105,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_shift is not None and not 0 <= args.max_shift < float("inf"):
+        raise InputError(f"--max-shift must be >= 0, got {args.max_shift}")
     return align_particles(args) if args.stack else align_pairs(args)
 
 

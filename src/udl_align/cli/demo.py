@@ -20,6 +20,7 @@ from ..compare import (
     write_json,
 )
 from ..errors import InputError
+from ..io import all_or_nothing
 
 #: licence-clean photographs shipped inside scikit-image (no network needed)
 DEMO_PHOTOS = ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "motorcycle_left.png")
@@ -76,7 +77,6 @@ def main(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     methods = {}
     if DEFAULT_MODEL.exists():  # the shipped network, alone and with its refinement
         for refine in (False, True):
@@ -90,11 +90,16 @@ def main(args: argparse.Namespace) -> int:
     pairs = report.pop("pairs")
     print(f"{args.n} pairs per condition, 128 px, from scikit-image's photographs")
     print(comparison_table(report["results"]))
-    plot_comparison(report["results"], out / "comparison.png", "udl-align demo")
-    plot_accuracy_vs_time(report["results"], out / "accuracy_vs_time.png",
-                          "udl-align demo: accuracy against time")
-    plot_examples(pairs["gaussian:0.1"], out / "examples_gaussian0.1.png")
-    write_json(report, out / "results.json")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no folder behind
+    with all_or_nothing() as finished:  # nor some of the figures without the rest
+        plot_comparison(report["results"], out / "comparison.png", "udl-align demo")
+        finished.append(out / "comparison.png")
+        plot_accuracy_vs_time(report["results"], out / "accuracy_vs_time.png",
+                              "udl-align demo: accuracy against time")
+        finished.append(out / "accuracy_vs_time.png")
+        plot_examples(pairs["gaussian:0.1"], out / "examples_gaussian0.1.png")
+        finished.append(out / "examples_gaussian0.1.png")
+        write_json(report, out / "results.json")
     print(f"wrote {out / 'comparison.png'}, {out / 'accuracy_vs_time.png'}, "
           f"{out / 'examples_gaussian0.1.png'}, {out / 'results.json'}")
     return 0
