@@ -113,6 +113,8 @@ def align_particles(args: argparse.Namespace) -> int:
 
     if not args.out_dir:
         raise InputError("--stack needs --out-dir")
+    if args.out:
+        raise InputError("--out is for --pairs; --stack writes its outputs into --out-dir")
     if args.rounds < 1:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     particles = open_particles(args.stack)
@@ -147,6 +149,9 @@ def align_particles(args: argparse.Namespace) -> int:
 def align_pairs(args: argparse.Namespace) -> int:
     if not args.out:
         raise InputError("--pairs needs --out")
+    for given, name in ((args.out_dir, "--out-dir"), (args.reference, "--reference")):
+        if given:  # silently ignored, it would look as if it had been used
+            raise InputError(f"{name} is for --stack; --pairs writes its estimates to --out")
     check_writable(args.out)
     pairs = read_pairs(args.pairs)
     max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
