@@ -2,6 +2,7 @@
 
 import mrcfile
 import numpy as np
+import pandas as pd
 import pytest
 import starfile
 from PIL import Image
@@ -235,3 +236,18 @@ def test_a_killed_alignment_resumes_to_the_same_outputs(tmp_path):
             assert np.allclose(x.data, y.data, atol=1e-5), name
             assert x.header.rms == pytest.approx(float(y.header.rms), rel=1e-4)
     assert not (killed / ".partial").exists()
+
+
+def test_several_optics_groups_are_kept(stack, tmp_path):
+    blocks = starfile.read(tmp_path / "parts.star")
+    optics = blocks["optics"]
+    second = optics.copy()
+    second["rlnOpticsGroup"], second["rlnOpticsGroupName"] = 2, "opticsGroup2"
+    blocks["optics"] = pd.concat([optics, second], ignore_index=True)
+    blocks["particles"]["rlnOpticsGroup"] = [1 + i % 2 for i in range(12)]
+    starfile.write(blocks, tmp_path / "groups.star")
+    out = tmp_path / "groups"
+    assert run_align(tmp_path / "groups.star", tmp_path / "parts_reference.mrc", out) == 0
+    written = starfile.read(out / "particles.star")
+    assert list(written["optics"]["rlnOpticsGroup"]) == [1, 2]
+    assert list(written["particles"]["rlnOpticsGroup"]) == [1 + i % 2 for i in range(12)]

@@ -343,6 +343,9 @@ def write_star(path: Path, particles: ParticleSet, index: np.ndarray, angle: np.
     psi, origin_x, origin_y = geometry.to_relion(geometry.Rigid.of(angle, tx, ty))
     extra: dict[str, np.ndarray] = {}
     group: np.ndarray | int = 1
+    if particles.optics is not None and "rlnOpticsGroup" in particles.optics.columns:
+        # a particles block may leave out the column when there is one group (read_particles_star)
+        group = int(particles.optics["rlnOpticsGroup"].iloc[0])
     if particles.rows is not None:  # keep the input's own columns, except the pose
         pose = ("rlnImageName", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst",
                 "rlnOriginX", "rlnOriginY", "rlnOpticsGroup", "rlnUdlCorrentropy")
@@ -366,14 +369,14 @@ def image_names(particles: ParticleSet, index: np.ndarray) -> list[str]:
         named = Path(name.split("@", 1)[1].strip())
         return named.exists() and named.resolve() == Path(stack).resolve()
 
-    kept = {}
+    stem: dict[str, str | None] = {}  # per stack: its absolute path, or None to keep names
     names = []
     for i in index:
         name, stack = particles.names[i], str(particles.stack_path[i])
-        if stack not in kept:
-            kept[stack] = keeps_name(name, stack)
-        absolute = f"{particles.stack_index[i] + 1}@{Path(stack).resolve()}"
-        names.append(name if kept[stack] else absolute)
+        if stack not in stem:
+            stem[stack] = None if keeps_name(name, stack) else str(Path(stack).resolve())
+        kept = stem[stack] is None
+        names.append(name if kept else f"{particles.stack_index[i] + 1}@{stem[stack]}")
     return names
 
 
