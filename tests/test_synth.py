@@ -89,3 +89,30 @@ def test_bad_inputs(tmp_path, photo_dir):
         NaturalPairSource(photo_dir, noise="pink:1")
     with pytest.raises(InputError, match="large enough"):
         NaturalPairSource([photo_dir / "astro_small.jpg"], size=256).sample(1)
+
+
+def test_photographs_are_checked_up_front(tmp_path, photo_dir):
+    """An unreadable file is named before any pair is drawn; a photograph too small for a
+    patch and its turns is left out (astro_small is 200 px, 217 are needed at 128 px)."""
+    assert "astro_small.jpg" not in {p.name for p in NaturalPairSource(photo_dir).paths}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.open(photo_dir / "camera.png").save(bad / "camera.png")
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.raises(InputError, match="broken.jpg: cannot read image"):
+        NaturalPairSource(bad)
+    other = "train" if split_of("camera.png") == "test" else "test"
+    with pytest.raises(InputError, match=f"is in the '{other}' split .*crc32"):
+        NaturalPairSource([photo_dir / "camera.png"], split=other)
+
+
+def test_linked_sub_folders_are_followed_once(tmp_path, photo_dir):
+    from udl_align.io import list_images
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "linked").symlink_to(photo_dir, target_is_directory=True)
+    (root / "again").symlink_to(photo_dir, target_is_directory=True)
+    (root / "linked_loop").symlink_to(root, target_is_directory=True)
+    found = list_images(root)
+    assert sorted(p.name for p in found) == sorted(p.name for p in photo_dir.iterdir())

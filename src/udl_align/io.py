@@ -150,7 +150,8 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
 
 def list_images(folder: PathLike) -> list[Path]:
     """The PNG/JPEG/TIFF files in ``folder`` and its sub-folders (photo collections such as
-    COCO come split into sub-folders), sorted by relative path.
+    COCO come split into sub-folders; linked sub-folders are followed, each real folder once),
+    sorted by relative path.
 
     Suffixes match case-insensitively; hidden files and folders (such as macOS ``._x.png``)
     are skipped.
@@ -160,16 +161,31 @@ def list_images(folder: PathLike) -> list[Path]:
         raise InputError("no such folder", folder)
     if not folder.is_dir():
         raise InputError("not a folder", folder)
-    found = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    )
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(root) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+                  and (Path(root) / f).is_file()]
     if not found:
         raise InputError("no PNG/JPEG/TIFF images in this folder or below", folder)
-    return found
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """``(width, height)`` from the file's header (nothing decoded)."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception as exc:  # Pillow raises many types for corrupt files
+        raise InputError(f"cannot read image: {_reason(exc)}", path) from exc
 
 
 def read_image(path: PathLike) -> np.ndarray:

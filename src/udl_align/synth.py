@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,11 @@ from tqdm.auto import tqdm
 
 from . import geometry
 from .errors import InputError
-from .io import list_images, read_image
+from .io import image_size, list_images, read_image
 from .noise import Noise, add_mixed, parse_noises
 
 SPLITS = ("all", "train", "test")
+CACHE_BYTES = 2 << 30  # decoded photographs kept (about 8 bytes a pixel: grey and splines)
 
 
 def split_of(path: str | Path, test_percent: float = 20.0) -> str:
@@ -115,27 +117,47 @@ class NaturalPairSource:
         self.split = split
         self.test_percent = float(test_percent)
         self.min_std, self.min_gradient = float(min_std), float(min_gradient)
-        self.paths = select_split(paths, split, test_percent)
+        chosen = select_split(paths, split, test_percent)
+        if not chosen:
+            raise InputError(f"none of its {len(paths)} photographs is in the '{split}' split "
+                             f"(a file is in the test split when crc32(file name) % 100 < "
+                             f"{test_percent:g})", where)
+        # headers only, up front: an unreadable file is named now, not when a draw first
+        # reaches it (hours into training), and photographs too small for a patch and its
+        # turns are left out rather than drawn and rejected
+        need = 2 * reach(self.size, self.max_shift) + 1
+        sizes = [image_size(p) for p in chosen]
+        self.paths = [p for p, wh in zip(chosen, sizes, strict=True) if min(wh) >= need]
         if not self.paths:
-            raise InputError(f"no photographs in the '{split}' split", where)
+            largest = max(min(wh) for wh in sizes)
+            raise InputError(f"no photograph is large enough: {size} px pairs with shifts up "
+                             f"to {max_shift} px need {need} px on the short side, the "
+                             f"largest of {len(chosen)} has {largest}", where)
         # separate streams: the same seed gives the same geometry under every noise condition
         self.rng = np.random.default_rng([self.seed, 0])
         self.noise_rng = np.random.default_rng([self.seed, 1])
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # decoded photographs, the least recently drawn dropped beyond CACHE_BYTES
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cached_bytes = 0
         self._grid = geometry.centred_grid(self.size)
         self._shared_radius = max(self.size / 2 - self.max_shift, self.size / 4)
         self._disc = np.hypot(*self._grid) <= self._shared_radius
-        self._too_small: set[int] = set()
         self._where = where
 
     # -- photographs -------------------------------------------------------------------------
     def _photo(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Grey photograph and its cubic-spline coefficients (computed once)."""
-        if index not in self._cache:
-            grey = read_image(self.paths[index])
-            coeffs = ndimage.spline_filter(grey, order=3, output=np.float32, mode="mirror")
-            self._cache[index] = (grey, coeffs)
-        return self._cache[index]
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        grey = read_image(self.paths[index])
+        coeffs = ndimage.spline_filter(grey, order=3, output=np.float32, mode="mirror")
+        self._cache[index] = (grey, coeffs)
+        self._cached_bytes += grey.nbytes + coeffs.nbytes
+        while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
+            old_grey, old_coeffs = self._cache.popitem(last=False)[1]
+            self._cached_bytes -= old_grey.nbytes + old_coeffs.nbytes
+        return grey, coeffs
 
     # -- one pair ----------------------------------------------------------------------------
     def _views(self, k: int = 2, tries: int = 50) -> tuple[list[np.ndarray], list, str]:
@@ -146,19 +168,8 @@ class NaturalPairSource:
         yy, xx = self._grid
         for _ in range(tries):
             index = int(self.rng.integers(len(self.paths)))
-            if index in self._too_small:
-                continue
             grey, coeffs = self._photo(index)
             h, w = grey.shape
-            if min(h, w) < 2 * margin + 1:
-                self._too_small.add(index)
-                if len(self._too_small) == len(self.paths):
-                    raise InputError(
-                        f"no photograph is large enough ({2 * margin + 1} px needed for "
-                        f"--size {n} and --max-shift {self.max_shift})",
-                        self._where,
-                    )
-                continue
             cy = int(self.rng.integers(margin, h - margin))
             cx = int(self.rng.integers(margin, w - margin))
             views = [grey[cy - half : cy - half + n, cx - half : cx - half + n].copy()]

@@ -336,7 +336,11 @@ def batch_stream(make_source, cfg: TrainConfig, source, start_step: int):
         _SourceBatches(make_source, cfg, start_step), batch_size=None,
         num_workers=cfg.workers, prefetch_factor=4, persistent_workers=True,
         multiprocessing_context="fork")  # fork: sources are built by closures
-    yield from loader
+    try:
+        yield from loader
+    except InputError as err:  # a worker's error arrives with its whole traceback as message
+        last = str(err).strip().splitlines()[-1]
+        raise InputError(last.split("InputError: ", 1)[-1]) from None
 
 
 def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
