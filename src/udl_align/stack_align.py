@@ -100,11 +100,11 @@ def count_finite(particles: ParticleSet, batch_size: int, log=print,
     """Particles without NaN/Inf pixels (one reading pass); warns with the count of the rest.
     ``required``: none at all is an error (one process's share may be empty)."""
     good = sum(int(f.sum()) for _, _, f in particles.batches(batch_size))
+    if good == 0 and required:  # the error alone: a warning before it would be a second line
+        raise InputError("no particle without NaN/Inf pixels", particles.path)
     if good < particles.n:
         log(f"warning: {particles.n - good} of {particles.n} particles have NaN/Inf pixels and "
             "are left out")
-    if good == 0 and required:
-        raise InputError("no particle without NaN/Inf pixels", particles.path)
     return good
 
 
