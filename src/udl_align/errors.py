@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class InputError(Exception):
@@ -14,7 +18,7 @@ class InputError(Exception):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
-def checked_device(name: str):
+def checked_device(name: str | torch.device) -> torch.device:
     """``torch.device(name)``, or an InputError naming the problem: an unknown device, or CUDA
     asked for where there is none."""
     import torch

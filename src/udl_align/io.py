@@ -169,9 +169,9 @@ def list_images(folder: PathLike) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-                  and (Path(root) / f).is_file()]
+        here = (Path(root) / f for f in files
+                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        found += [p for p in here if p.is_file()]
     if not found:
         raise InputError("no PNG/JPEG/TIFF images in this folder or below", folder)
     return sorted(found, key=lambda p: p.relative_to(folder).parts)

@@ -365,16 +365,14 @@ def image_names(particles: ParticleSet, index: np.ndarray) -> list[str]:
     (RELION's convention: paths relative to the project folder), else the stack's absolute
     path (a name relative to the input STAR's folder, or an .mrcs input's bare file name,
     would not resolve from the output's folder)."""
-    def keeps_name(name: str, stack: str) -> bool:
-        named = Path(name.split("@", 1)[1].strip())
-        return named.exists() and named.resolve() == Path(stack).resolve()
-
     stem: dict[str, str | None] = {}  # per stack: its absolute path, or None to keep names
     names = []
     for i in index:
         name, stack = particles.names[i], str(particles.stack_path[i])
         if stack not in stem:
-            stem[stack] = None if keeps_name(name, stack) else str(Path(stack).resolve())
+            absolute = Path(stack).resolve()
+            named = Path(name.split("@", 1)[1].strip())
+            stem[stack] = None if named.exists() and named.resolve() == absolute else str(absolute)
         kept = stem[stack] is None
         names.append(name if kept else f"{particles.stack_index[i] + 1}@{stem[stack]}")
     return names

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import checked_device
 from .correlation import Estimate, Preprocess, refine_prepared, to_tensor
 
 
@@ -30,7 +31,7 @@ class Aligner:
     ) -> None:
         self.max_shift = max_shift
         self.preprocess = Preprocess(lowpass)
-        self.device = torch.device(device)
+        self.device = checked_device(device)  # a bad name is one line of input error
 
     def shift_range(self, n: int) -> int:
         s = n // 8 if self.max_shift is None else self.max_shift

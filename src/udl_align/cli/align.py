@@ -10,7 +10,7 @@ import numpy as np
 
 from ..aligners import CLASSICAL, make_aligner, run_aligner
 from ..aligners.network import NetworkAligner
-from ..errors import InputError, checked_device
+from ..errors import InputError
 from ..io import check_writable, read_pairs, write_estimates
 
 
@@ -80,7 +80,6 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
 
 
 def make(args: argparse.Namespace, max_shift: float | None):
-    checked_device(args.device)
     if args.model:
         aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
         if aligner.distrust:
