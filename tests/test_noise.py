@@ -22,14 +22,29 @@ def test_gaussian_snr_inside_a_mask(photo):
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.3])
-def test_salt_and_pepper_proportions(photo, p):
+@pytest.mark.parametrize("kind", ["saltpepper", "saltpepper-patch"])
+def test_salt_and_pepper_proportions(photo, p, kind):
     clean = photo[:256, :256]
-    noisy = parse_noise(f"saltpepper:{p}").add(clean, np.random.default_rng(2))
-    salt = np.mean((noisy == clean.max()) & (clean != clean.max()))
-    pepper = np.mean((noisy == clean.min()) & (clean != clean.min()))
+    noisy = parse_noise(f"{kind}:{p}").add(clean, np.random.default_rng(2))
+    # the standard reading: the data range's extremes (0 and 1 for a photograph in [0, 1]);
+    # the patch variant: the patch's own maximum and minimum
+    top, bottom = (1.0, 0.0) if kind == "saltpepper" else (clean.max(), clean.min())
+    salt = np.mean((noisy == top) & (clean != top))
+    pepper = np.mean((noisy == bottom) & (clean != bottom))
     # salt p, pepper p drawn independently, pepper applied second
     assert salt == pytest.approx(p * (1 - p), abs=0.01)
     assert pepper == pytest.approx(p, abs=0.01)
+    assert set(np.unique(noisy[noisy != clean])) <= {np.float32(top), np.float32(bottom)}
+
+
+def test_salt_and_pepper_outside_zero_one_uses_the_whole_range():
+    rng = np.random.default_rng(4)
+    scale = np.array([1, 2, 3], np.float32)[:, None, None]
+    clean = rng.normal(size=(3, 32, 32)).astype(np.float32) * scale
+    noisy = parse_noise("saltpepper:0.2").add(clean, rng)
+    # the data range of all the images given, not each image's own
+    assert set(np.unique(noisy[noisy != clean])) == {clean.min(), clean.max()}
+    assert np.any(noisy[0] == clean.max()) and clean[0].max() < clean.max()
 
 
 def test_two_calls_never_share_a_realisation(photo):

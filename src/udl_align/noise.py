@@ -1,12 +1,18 @@
-"""Noise conditions: parsing ``clean | gaussian:SNR | saltpepper:P`` and adding noise.
+"""Noise conditions: parsing ``clean | gaussian:SNR | saltpepper:P | saltpepper-patch:P`` and
+adding noise.
 
 * ``gaussian:SNR``: zero-mean Gaussian noise of variance ``var(clean) / SNR`` (SNR = signal
   variance over noise variance), measured on each clean image (inside ``mask`` when one is
   given, as for cryo-EM particles).
-* ``saltpepper:P``: the paper's wording, "a certain proportion for both salt noise and pepper
-  noise": a fraction ``P`` of the pixels, drawn at random, is set to the image maximum (salt) and,
-  drawn independently, a fraction ``P`` to the image minimum (pepper). Where both draws hit one
+* ``saltpepper:P``: the standard reading (scikit-image's ``random_noise``, MATLAB's
+  ``imnoise``; the paper's photographs are 8-bit): a fraction ``P`` of the pixels, drawn at
+  random, is set to the *top of the data range* (salt) and, drawn independently, a fraction ``P``
+  to its bottom (pepper). The data range is [0, 1] for images that lie in it (photographs scaled
+  to [0, 1]), else the lowest and highest value of all the images given. Where both draws hit one
   pixel, pepper wins (it is applied second), so about ``2P - P^2`` of the pixels are replaced.
+* ``saltpepper-patch:P``: a milder, non-standard variant: the same draws, but salt is each
+  image's own maximum and pepper its own minimum, so a low-contrast patch gets low-contrast
+  impulses.
 
 Each call draws fresh noise: the two images of a pair never share a realisation.
 """
@@ -30,9 +36,12 @@ CONDITIONS = (
 )
 
 
+KINDS = ("gaussian", "saltpepper", "saltpepper-patch")
+
+
 @dataclass(frozen=True)
 class Noise:
-    kind: str  # "clean", "gaussian" or "saltpepper"
+    kind: str  # "clean", "gaussian", "saltpepper" or "saltpepper-patch"
     level: float = 0.0  # SNR for gaussian, proportion for saltpepper
 
     def __str__(self) -> str:
@@ -56,8 +65,11 @@ class Noise:
             out = x + rng.standard_normal(x.shape, dtype=np.float32) * sigma[:, None, None]
         else:
             out = x.copy()
-            hi = x.max(axis=(-2, -1), keepdims=True)
-            lo = x.min(axis=(-2, -1), keepdims=True)
+            if self.kind == "saltpepper-patch":
+                hi = x.max(axis=(-2, -1), keepdims=True)
+                lo = x.min(axis=(-2, -1), keepdims=True)
+            else:
+                lo, hi = data_range(x)
             salt = rng.random(x.shape) < self.level
             pepper = rng.random(x.shape) < self.level
             out = np.where(salt, hi, out)
@@ -66,14 +78,22 @@ class Noise:
         return out[0] if single else out
 
 
+def data_range(images: np.ndarray) -> tuple[float, float]:
+    """The bottom and top of the images' data range: ``(0, 1)`` where every value lies in it
+    (photographs scaled to [0, 1]), else their lowest and highest value."""
+    lo, hi = float(np.min(images)), float(np.max(images))
+    return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi)
+
+
 def parse_noise(spec: str) -> Noise:
-    """``clean``, ``gaussian:SNR`` (SNR > 0) or ``saltpepper:P`` (0 <= P < 1)."""
+    """``clean``, ``gaussian:SNR`` (SNR > 0), ``saltpepper:P`` or ``saltpepper-patch:P``
+    (0 <= P < 1)."""
     text = str(spec).strip().lower()
     if text in ("clean", "none"):
         return Noise("clean")
     kind, _, value = text.partition(":")
-    hint = "expected clean, gaussian:SNR or saltpepper:P"
-    if kind not in ("gaussian", "saltpepper") or not value:
+    hint = "expected clean, gaussian:SNR, saltpepper:P or saltpepper-patch:P"
+    if kind not in KINDS or not value:
         raise InputError(f"unknown noise spec '{spec}' ({hint})")
     try:
         level = float(value)
@@ -81,7 +101,7 @@ def parse_noise(spec: str) -> Noise:
         raise InputError(f"unknown noise spec '{spec}' ({hint})") from None
     if kind == "gaussian" and not (level > 0 and np.isfinite(level)):
         raise InputError(f"noise spec '{spec}': the SNR must be a positive number")
-    if kind == "saltpepper" and not (0 <= level < 1):
+    if kind != "gaussian" and not (0 <= level < 1):
         raise InputError(f"noise spec '{spec}': the proportion must be in [0, 1)")
     return Noise(kind, level)
 

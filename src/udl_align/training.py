@@ -2,7 +2,8 @@
 checkpoints that hold everything needed to resume or to align: the network's config and weights,
 the training config, optimiser, scheduler, random states, step, history and the offset C.
 
-Inputs to the network (:func:`prepare_input`): each image is resampled to the model's size
+Inputs to the network (:func:`prepare_input`): each image's impulses are repaired (the shared
+pre-processing of :mod:`udl_align.filters`), then it is resampled to the model's size
 (bilinear with antialiasing), standardised (zero mean, unit variance) and multiplied by the same
 soft circular mask, so empty rotated corners carry no angle.
 
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from . import distributed, geometry
 from .aligners.correlation import gaussian_lowpass, image_std, standardise
 from .errors import InputError, checked_device
+from .filters import repair_impulses
 from .io import atomic_output, check_writable, read_pairs
 from .losses import angle_of, stn_loss, supervised_loss, udl_loss
 from .models import AlignNet, NetConfig, preset, to_device
@@ -90,7 +92,8 @@ def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None,
                   kind: str = "image", lowpass: float = 0.0):
-    """``(B, S, S)`` -> ``(B, size, size)``: resample, standardise, mask (see module doc).
+    """``(B, S, S)`` -> ``(B, size, size)``: repair impulses, resample, standardise, mask (see
+    module doc).
 
     ``kind="spectrum"``: the background level (mean outside the mask) is subtracted instead of
     the mean, so a centred particle on flat background leaves no fixed disc behind that would
@@ -98,7 +101,7 @@ def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = N
     ``log(1 + |FFT|)``, centred (``fftshift``), standardised and masked again (the disc keeps
     frequencies up to Nyquist in every direction alike).
     """
-    x = images[:, None] if images.dim() == 3 else images
+    x = repair_impulses(images[:, None] if images.dim() == 3 else images)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
@@ -470,8 +473,9 @@ def train(
         if distributed.agree(ranks, over)[0]:  # every process stops at the same step
             break
         batch = next(batches)
-        a = torch.from_numpy(batch.a[rows]).to(device)
-        b = torch.from_numpy(batch.b[rows]).to(device)
+        # impulses repaired before any turn smears them (model_input repairs what it is given)
+        a = repair_impulses(torch.from_numpy(batch.a[rows]).to(device))
+        b = repair_impulses(torch.from_numpy(batch.b[rows]).to(device))
         if cfg.objective == "udl":
             (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, gen, rows,
                                                    cfg.batch_size, cfg.split_views)

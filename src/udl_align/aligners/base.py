@@ -18,6 +18,8 @@ class Aligner:
 
     ``max_shift``: the largest shift searched, in pixels (``None``: ``N // 8``).
     ``lowpass``: Gaussian pre-filter, sigma as a fraction of Nyquist (``None``: off).
+    ``impulses``: repair impulse noise first (:mod:`udl_align.filters`; only images that have
+    it are touched).
     """
 
     name = "aligner"
@@ -27,10 +29,11 @@ class Aligner:
         self,
         max_shift: float | None = None,
         lowpass: float | None = 0.25,
+        impulses: bool = True,
         device: str | torch.device = "cpu",
     ) -> None:
         self.max_shift = max_shift
-        self.preprocess = Preprocess(lowpass)
+        self.preprocess = Preprocess(lowpass, impulses)
         self.device = checked_device(device)  # a bad name is one line of input error
 
     def shift_range(self, n: int) -> int:

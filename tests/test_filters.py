@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from udl_align.aligners import make_aligner
+from udl_align.filters import impulse_mask, repair_impulses
+from udl_align.geometry import angle_error
+from udl_align.noise import parse_noise
+
+
+def test_continuous_noise_passes_through_untouched(photo):
+    clean = np.stack([photo[:128, :128], photo[200:328, 200:328]])
+    noisy = torch.from_numpy(parse_noise("gaussian:0.1").add(clean, np.random.default_rng(0)))
+    assert repair_impulses(noisy) is noisy
+
+
+def test_a_saturated_region_is_not_an_impulse():
+    x = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    x[0, 10:30, 10:30] = 1.0  # a clipped highlight: 400 pixels at the maximum, not isolated
+    x[0, 40:50, 40:50] = 0.0
+    found = impulse_mask(x)
+    # as a 3x3 median would, it takes a square's four corners only (4 of 9 at the extreme)
+    corners = [(10, 10), (10, 29), (29, 10), (29, 29), (40, 40), (40, 49), (49, 40), (49, 49)]
+    assert sorted(map(tuple, found[0].nonzero().tolist())) == sorted(corners)
+    changed = repair_impulses(x) != x
+    assert torch.equal(changed, found)
+
+
+@pytest.mark.parametrize("kind", ["saltpepper:0.1", "saltpepper:0.3", "saltpepper-patch:0.2"])
+def test_salt_and_pepper_is_found_and_filled(photo, kind):
+    clean = np.stack([photo[:128, :128], photo[200:328, 200:328]])
+    noisy = parse_noise(kind).add(clean, np.random.default_rng(1))
+    hit = noisy != clean
+    found = impulse_mask(torch.from_numpy(noisy)).numpy()
+    assert found[hit].mean() > 0.85  # most impulses found ...
+    assert found[~hit].mean() < 0.01  # ... and almost nothing else
+    repaired = repair_impulses(torch.from_numpy(noisy)).numpy()
+    assert np.array_equal(repaired[~found], noisy[~found])  # a switching filter
+    err_before = np.abs(noisy - clean).mean()
+    assert np.abs(repaired - clean).mean() < 0.25 * err_before
+
+
+def test_repair_keeps_shape_and_batches(photo):
+    noisy = parse_noise("saltpepper:0.2").add(np.stack([photo[:64, :64]] * 6),
+                                              np.random.default_rng(2))
+    x = torch.from_numpy(noisy).reshape(2, 3, 64, 64)
+    out = repair_impulses(x)
+    assert out.shape == x.shape
+    assert torch.equal(out.reshape(6, 64, 64)[4], repair_impulses(x.reshape(6, 64, 64)[4:5])[0])
+
+
+def test_every_aligner_shares_the_repair(textured_pairs):
+    a, b, truth = textured_pairs
+    rng = np.random.default_rng(3)
+    noise = parse_noise("saltpepper:0.2")
+    na, nb = noise.add(a, rng), noise.add(b, rng)
+    off = make_aligner("bruteforce", max_shift=10, impulses=False).estimate(na, nb)
+    on = make_aligner("bruteforce", max_shift=10).estimate(na, nb)
+    assert angle_error(on.angle, truth[:, 0]).mean() < 1.0
+    assert angle_error(on.angle, truth[:, 0]).mean() < angle_error(off.angle, truth[:, 0]).mean()
