@@ -48,7 +48,7 @@ def particle_pairs(photo, anisotropy=(38.0, 14.0)):
     return np.stack(a), np.stack(b), np.array(truth)
 
 
-@pytest.mark.parametrize("method", sorted(CLASSICAL))
+@pytest.mark.parametrize("method", sorted(CLASSICAL) + ["reference"])
 def test_recovers_known_transforms_on_clean_particles(photo, method):
     a, b, truth = particle_pairs(photo)
     est = make_aligner(method, max_shift=10).estimate(a, b)

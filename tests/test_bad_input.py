@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import blob_average
+from conftest import CHIMERA_STAMP, STAMP_AT, blob_average, patched, write_cs
 from udl_align.cli import main
 
 
@@ -170,10 +170,60 @@ CASES = [
     ("align: reference-free on a stack of NaN particles",
      lambda g, t, o: ["align", "--stack", str(mrc(t / "nan.mrcs", np.full((3, 32, 32), np.nan))),
                       "--out-dir", str(o / "d"), "--method", "bruteforce"], "NaN/Inf"),
+    ("align: truncated stack",
+     lambda g, t, o: ["align", "--stack", str(cut(g / "parts.mrcs", t / "cut.mrcs", 100)),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "not a readable MRC file: truncated"),
+    ("align: truncated stack with a non-standard machine stamp",
+     lambda g, t, o: ["align", "--stack",
+                      str(cut(patched(g / "parts.mrcs", t / "c.mrcs", STAMP_AT, CHIMERA_STAMP),
+                              t / "cut.mrcs", 4)),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "not a readable MRC file: truncated"),
+    ("align: stack header with an unknown data mode",
+     lambda g, t, o: ["align", "--stack", str(patched(g / "parts.mrcs", t / "m.mrcs", 12,
+                                                      np.int32(99).tobytes())),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "unknown data mode 99"),
+    ("align: stack header sizes beyond the file",
+     lambda g, t, o: ["align", "--stack", str(patched(g / "parts.mrcs", t / "nz.mrcs", 8,
+                                                      np.int32(1000).tobytes())),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "not a readable MRC file: truncated"),
+    ("align: .cs naming a missing stack",
+     lambda g, t, o: ["align", "--stack", str(write_cs(t / "p.cs", b"J1/gone.mrc", 2, 32)),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "names a missing stack: J1/gone.mrc"),
+    ("align: .cs that is not a numpy file",
+     lambda g, t, o: ["align", "--stack", str(star(t / "p.cs", "uid,blob/path\n")),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "not a readable cryoSPARC .cs file"),
+    ("align: STAR of 3-D particles",
+     lambda g, t, o: ["align", "--stack", str(star(t / "sub.star",
+                                                   "data_optics\nloop_\n_rlnOpticsGroup\n"
+                                                   "_rlnImageDimensionality\n1 3\n\n"
+                                                   "data_particles\nloop_\n_rlnImageName\n"
+                                                   "_rlnOpticsGroup\n1@sub.mrc 1\n")),
+                      "--out-dir", str(o / "d"), "--method", "bruteforce"],
+     "rlnImageDimensionality 3"),
+    ("align: --out-dir under a file",
+     lambda g, t, o: ["align", "--stack", str(g / "parts.mrcs"), "--method", "bruteforce",
+                      "--out-dir", str(star(t / "file", "x") / "d")],
+     "output directory is not a folder"),
+    ("train: truncated particle stack",
+     lambda g, t, o: ["train", "--data", str(cut(g / "parts.mrcs", t / "cut.mrcs", 100)),
+                      "--out", str(o / "m.pt"), "--steps", "1"],
+     "not a readable MRC file: truncated"),
     ("evaluate: estimates without an angle column",
      lambda g, t, o: ["evaluate", "--pairs", str(g / "pairs.npz"), "--estimates",
                       str(star(t / "e.csv", "index,tx,ty\n0,0,0\n"))], "angle"),
 ]
+
+
+def cut(src, dst, n):
+    """A copy of ``src`` without its last ``n`` bytes."""
+    dst.write_bytes(src.read_bytes()[:-n])
+    return dst
 
 
 def truncated(src, dst):
@@ -222,3 +272,21 @@ def test_a_full_disk_gives_one_line_and_no_partial_output(argv, good, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
     assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_out_dir_that_cannot_be_made_is_refused_before_any_work(good, tmp_path, capsys,
+                                                                     monkeypatch):
+    """/proc/x cannot be made: one line, exit 2, before the stack is even opened."""
+    import udl_align.stacks
+
+    def never(*args, **kwargs):
+        raise AssertionError("the stack was read before the output folder was checked")
+
+    monkeypatch.setattr(udl_align.stacks, "open_particles", never)
+    code = main(["align", "--stack", str(good / "parts.mrcs"), "--out-dir", "/proc/udl-x",
+                 "--method", "bruteforce", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "/proc/udl-x: cannot make the output folder" in err[0], err
+    assert not os.path.exists("/proc/udl-x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -13,20 +14,24 @@ import pytest
 import starfile
 from PIL import Image
 
+from conftest import CHIMERA_STAMP, MAP_ID_AT, STAMP_AT, patched, write_cs
 from udl_align import io
-from udl_align.errors import InputError
+from udl_align.errors import InputError, InputWarning
 from udl_align.io import (
     MrcStack,
     Pairs,
     atomic_output,
     check_finite,
+    check_out_dir,
     check_stacks_exist,
     list_images,
     read_estimates,
     read_image,
     read_mrc,
+    read_mrc_header,
     read_npy,
     read_pairs,
+    read_particles_cs,
     read_particles_star,
     write_estimates,
     write_mrc,
@@ -336,6 +341,115 @@ def test_mrc_errors(tmp_path):
         expect_error(tmp_path / "nan.mrcs", "contains NaN or Inf pixels", s.__getitem__, 1)
 
 
+def one_warning(record, *phrases: str) -> str:
+    """The one InputWarning recorded, holding every phrase (and no newline)."""
+    found = [str(w.message) for w in record if issubclass(w.category, InputWarning)]
+    assert len(found) == 1, found
+    assert all(p in found[0] for p in phrases) and "\n" not in found[0], found[0]
+    return found[0]
+
+
+def test_mrc_non_standard_headers_are_read_with_one_warning(tmp_path):
+    """What RELION, cryoDRGN and ASPIRE read (mrcfile only with permissive=True) is read, with
+    one warning naming the file and what was non-standard; values are those written."""
+    stack = RNG.normal(size=(3, 8, 8)).astype(np.float32)
+    good = tmp_path / "good.mrcs"
+    write_mrc(good, stack, pixel_size=1.5)
+    big = tmp_path / "big.mrcs"
+    with mrcfile.new(big) as m:  # a big-endian file
+        m.set_data(stack.astype(">f4"))
+        m.set_image_stack()
+        m.voxel_size = 1.5
+    cases = [
+        (patched(good, tmp_path / "noid.mrcs", MAP_ID_AT, b"\0\0\0\0"),
+         ("noid.mrcs", "map ID string missing")),
+        (patched(good, tmp_path / "chimera.mrcs", STAMP_AT, CHIMERA_STAMP),
+         ("chimera.mrcs", "machine stamp 0x00 0x00 0x44 0x44 unrecognised, read as "
+          "little-endian")),
+        # the header's sizes make sense only big-endian: that order is used
+        (patched(big, tmp_path / "big_chimera.mrcs", STAMP_AT, CHIMERA_STAMP),
+         ("machine stamp 0x00 0x00 0x44 0x44 unrecognised, read as big-endian",)),
+        # a stamp that says little-endian on a big-endian file
+        (patched(big, tmp_path / "wrong.mrcs", STAMP_AT, bytes([0x44, 0x44, 0, 0])),
+         ("says little-endian but the header makes sense only as big-endian",)),
+    ]
+    both = patched(good, tmp_path / "both.mrcs", MAP_ID_AT, b"\0" * 8)
+    cases.append((both, ("map ID string missing; machine stamp 0x00 0x00 0x00 0x00",)))
+    for path, phrases in cases:
+        with pytest.raises(ValueError):
+            mrcfile.open(path).close()  # mrcfile's strict reading refuses it
+        with pytest.warns(InputWarning) as record:
+            with MrcStack(path) as s:
+                assert (s.n, s.size, s.pixel_size) == (3, 8, pytest.approx(1.5))
+                np.testing.assert_array_equal(s[0:3], stack)
+        one_warning(record, str(path), "non-standard MRC file, read anyway", *phrases)
+        # warned once per file: opening it again (as every batch does) says nothing more
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(read_mrc(path), stack)
+            assert read_mrc_header(path).notes
+
+
+def test_mrc_longer_than_its_header_says_is_read_by_mrcfile_too(tmp_path):
+    """The one non-standard case mrcfile's strict reading accepts (with its own warning)."""
+    write_mrc(tmp_path / "a.mrcs", np.zeros((2, 4, 4), np.float32))
+    (tmp_path / "b.mrcs").write_bytes((tmp_path / "a.mrcs").read_bytes() + b"\0" * 8)
+    with pytest.warns(RuntimeWarning, match="8 bytes larger"):
+        mrcfile.open(tmp_path / "b.mrcs").close()
+    with pytest.warns(InputWarning, match="8 bytes after the data"):
+        assert read_mrc(tmp_path / "b.mrcs").shape == (2, 4, 4)
+
+
+def test_mrc_float16_and_integer_stacks_come_back_float32(tmp_path):
+    stack = RNG.normal(size=(4, 6, 6)).astype(np.float32)
+    with mrcfile.new(tmp_path / "half.mrcs") as m:
+        m.set_data(stack.astype(np.float16))  # MRC mode 12
+        m.set_image_stack()
+    with mrcfile.open(tmp_path / "half.mrcs") as m:
+        assert int(m.header.mode) == 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a standard mode: no warning
+        with MrcStack(tmp_path / "half.mrcs") as s:
+            out = s[0:4]
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, stack.astype(np.float16).astype(np.float32))
+    assert read_mrc(tmp_path / "half.mrcs").dtype == np.float32
+    ints = (RNG.integers(-500, 500, (2, 6, 6))).astype(np.int16)  # mode 1
+    write = tmp_path / "ints.mrcs"
+    with mrcfile.new(write) as m:
+        m.set_data(ints)
+    with MrcStack(write) as s:
+        np.testing.assert_array_equal(s[0:2], ints.astype(np.float32))
+
+
+def test_mrc_corrupt_headers_are_refused(tmp_path):
+    write_mrc(tmp_path / "ok.mrcs", np.zeros((4, 8, 8), np.float32))
+    good = tmp_path / "ok.mrcs"
+    size = good.stat().st_size
+    cases = {
+        "cut.mrcs": (good.read_bytes()[:-1], f"truncated: the header says {size} bytes, the "
+                     f"file holds {size - 1}"),
+        "short.mrcs": (good.read_bytes()[:500], "500 bytes, shorter than an MRC header"),
+        "mode99.mrcs": (patched(good, tmp_path / "x", 12, np.int32(99).tobytes()).read_bytes(),
+                        "unknown data mode 99"),
+        "mode101.mrcs": (patched(good, tmp_path / "x", 12, np.int32(101).tobytes()).read_bytes(),
+                         "unknown data mode 101"),
+        "nz.mrcs": (patched(good, tmp_path / "x", 8, np.int32(50).tobytes()).read_bytes(),
+                    "truncated: the header says"),
+        "ext.mrcs": (patched(good, tmp_path / "x", 92, np.int32(4096).tobytes()).read_bytes(),
+                     "truncated: the header says"),
+        "neg.mrcs": (patched(good, tmp_path / "x", 0, np.int32(-8).tobytes()).read_bytes(),
+                     "bad header: negative size (nx -8"),
+    }
+    for name, (data, phrase) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        # damaged as well as non-standard: still refused, the damage named
+        chimera = patched(tmp_path / name, tmp_path / f"chimera-{name}", STAMP_AT, CHIMERA_STAMP)
+        for path in (tmp_path / name, chimera):
+            expect_error(path, f"not a readable MRC file: {phrase}", MrcStack, path)
+            expect_error(path, f"not a readable MRC file: {phrase}", read_mrc, path)
+
+
 def test_write_mrc_failure_leaves_nothing(tmp_path, monkeypatch):
     def broken(self, data):
         raise RuntimeError("disk full")
@@ -442,14 +556,238 @@ def test_star_errors(tmp_path):
                      read_particles_star, p)
     optics = ("data_optics\nloop_\n_rlnOpticsGroup\n_rlnImagePixelSize\n_rlnImageSize\n"
               "1 1.0 64\n2 1.5 64\n\n")
-    p = star("groups.star", optics + "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n"
-             "1@a.mrcs 1\n2@a.mrcs 2\n")
-    expect_error(p, "particles differ in pixel size (1, 1.5)", read_particles_star, p)
+    p = star("sizes.star", "data_optics\nloop_\n_rlnOpticsGroup\n_rlnImageSize\n1 64\n2 96\n\n"
+             "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n1@a.mrcs 1\n2@a.mrcs 2\n")
+    expect_error(p, "particles differ in image size (64, 96)", read_particles_star, p)
+    p = star("3d.star", "data_optics\nloop_\n_rlnOpticsGroup\n_rlnImageDimensionality\n1 3\n\n"
+             "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n1@a.mrc 1\n")
+    expect_error(p, "rlnImageDimensionality 3: expected 2-D particle images",
+                 read_particles_star, p)
+    p = star("badpix.star", "data_\nloop_\n_rlnImageName\n_rlnPixelSize\n1@a.mrcs 0\n")
+    expect_error(p, "bad pixel size 0", read_particles_star, p)
     p = star("group3.star", optics + "data_particles\nloop_\n_rlnImageName\n_rlnOpticsGroup\n"
              "1@a.mrcs 3\n")
     expect_error(p, "rlnOpticsGroup 3 is not in the optics block", read_particles_star, p)
     p = star("nopix.star", "data_\nloop_\n_rlnImageName\n_rlnOriginXAngst\n1@a.mrcs 2.0\n")
     expect_error(p, "no pixel size", read_particles_star, p)
+
+
+RELION31_TWO_GROUPS = """
+# version 30001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnMicrographOriginalPixelSize #3
+_rlnVoltage #4
+_rlnSphericalAberration #5
+_rlnAmplitudeContrast #6
+_rlnImagePixelSize #7
+_rlnImageSize #8
+_rlnImageDimensionality #9
+opticsGroup1 1 0.62 300.0 2.7 0.1 1.25 8 2
+opticsGroup2 2 0.52 300.0 2.7 0.1 1.04 8 2
+
+# version 30001
+
+data_particles
+
+loop_
+_rlnCoordinateX #1
+_rlnCoordinateY #2
+_rlnImageName #3
+_rlnMicrographName #4
+_rlnOpticsGroup #5
+_rlnDefocusU #6
+_rlnAnglePsi #7
+_rlnOriginXAngst #8
+_rlnOriginYAngst #9
+100.0 200.0 000001@Extract/job007/a.mrcs MotionCorr/a.mrc 1 12000.0 10.0 2.5 -1.25
+300.0 400.0 000002@Extract/job007/a.mrcs MotionCorr/a.mrc 2 13000.0 20.0 2.08 0.0
+500.0 600.0 000003@Extract/job007/a.mrcs MotionCorr/a.mrc 1 14000.0 30.0 0.0 1.25
+"""
+
+#: as RELION 5 writes it: a general block, bracketed aberration lists, tomography columns
+RELION5 = """
+# version 50001
+
+data_general
+
+_rlnTomoSubTomosAre2DStacks 1
+
+# version 50001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnVoltage #3
+_rlnSphericalAberration #4
+_rlnAmplitudeContrast #5
+_rlnImagePixelSize #6
+_rlnImageSize #7
+_rlnImageDimensionality #8
+_rlnCtfDataAreCtfPremultiplied #9
+_rlnOddZernike #10
+_rlnEvenZernike #11
+opticsGroup1 1 300.0 2.7 0.1 2.0 8 2 0 [0.068,0.098,-1.79,0,0,-1.36] [45.4,-1.5,67.4,14.4,-0.3,-0.5]
+opticsGroup2 2 300.0 2.7 0.1 2.0 8 2 0 [0.068,0.098,-1.79,0,0,-1.36] [45.4,-1.5,67.4,14.4,-0.3,-0.5]
+
+# version 50001
+
+data_particles
+
+loop_
+_rlnTomoName #1
+_rlnTomoParticleName #2
+_rlnImageName #3
+_rlnOpticsGroup #4
+_rlnAnglePsi #5
+_rlnOriginXAngst #6
+_rlnOriginYAngst #7
+_rlnTomoSubtomogramBinning #8
+TS_01 TS_01/1 1@tilt.mrcs 1 5.0 2.0 4.0 1.0
+TS_01 TS_01/2 2@tilt.mrcs 2 -5.0 -2.0 0.0 1.0
+"""
+
+
+def test_star_relion31_with_optics_groups_of_their_own_pixel_size(tmp_path):
+    path = tmp_path / "run_data.star"
+    path.write_text(RELION31_TWO_GROUPS)
+    table = read_particles_star(path)
+    assert table.n == 3 and table.image_size == 8
+    np.testing.assert_allclose(table.pixel_sizes, [1.25, 1.04, 1.25])
+    assert table.pixel_size == 1.25  # most particles'
+    # each particle's origin in its own group's pixels
+    np.testing.assert_allclose(table.data["origin_x_px"], [2.0, 2.0, 0.0])
+    np.testing.assert_allclose(table.data["origin_y_px"], [-1.0, 0.0, 1.0])
+    assert list(table.data["stack_index"]) == [0, 1, 2]
+    assert list(table.optics["rlnVoltage"]) == [300.0, 300.0]
+
+
+def test_star_relion5_extra_blocks_and_columns_are_tolerated(tmp_path):
+    path = tmp_path / "particles.star"
+    path.write_text(RELION5)
+    table = read_particles_star(path)
+    assert table.n == 2 and table.pixel_size == 2.0 and table.image_size == 8
+    np.testing.assert_allclose(table.data["origin_y_px"], [2.0, 0.0])
+    np.testing.assert_allclose(table.data["psi"], [5.0, -5.0])
+    assert list(table.data["rlnTomoName"]) == ["TS_01", "TS_01"]
+    assert set(table.data["stack_path"]) == {str((tmp_path / "tilt.mrcs").resolve())}
+
+
+def test_star_relion30_with_magnification_per_particle(tmp_path):
+    path = tmp_path / "relion30.star"
+    path.write_text("data_\nloop_\n_rlnImageName #1\n_rlnDetectorPixelSize #2\n"
+                    "_rlnMagnification #3\n_rlnOriginX #4\n"
+                    "1@a.mrcs 5.0 50000 1.5\n2@a.mrcs 5.0 40000 -1.0\n3@a.mrcs 5.0 50000 0\n")
+    table = read_particles_star(path)
+    assert table.optics is None
+    np.testing.assert_allclose(table.pixel_sizes, [1.0, 1.25, 1.0])
+    assert table.pixel_size == 1.0
+    np.testing.assert_allclose(table.data["origin_x_px"], [1.5, -1.0, 0.0])
+
+
+def test_write_star_with_a_pixel_size_per_particle(tmp_path):
+    path = tmp_path / "p.star"
+    write_particles_star(path, ["1@a.mrcs", "2@a.mrcs", "3@a.mrcs"], [0.0, 1.0, 2.0],
+                         [1.0, 1.0, 1.0], [0.0, 2.0, 0.0], pixel_size=[1.25, 1.04, 1.25],
+                         image_size=8)
+    raw = starfile.read(path)
+    assert list(raw["optics"]["rlnImagePixelSize"]) == [1.04, 1.25]  # a group each
+    assert list(raw["particles"]["rlnOpticsGroup"]) == [2, 1, 2]
+    np.testing.assert_allclose(raw["particles"]["rlnOriginXAngst"], [1.25, 1.04, 1.25])
+    table = read_particles_star(path)
+    np.testing.assert_allclose(table.data["origin_x_px"], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(table.data["origin_y_px"], [0.0, 2.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------------
+# cryoSPARC .cs
+# --------------------------------------------------------------------------------------------
+
+
+def test_cs_particles_are_found_from_the_project_folder(tmp_path, monkeypatch):
+    """blob/path is relative to the cryoSPARC project folder: found from the .cs file's
+    folder or one above it; a leading '>' (an imported path) is dropped."""
+    project = tmp_path / "CS-project"
+    (project / "J12" / "extract").mkdir(parents=True)
+    (project / "J13").mkdir()
+    stack = project / "J12" / "extract" / "parts.mrc"
+    stack.write_bytes(b"")
+    monkeypatch.chdir(tmp_path)  # not where the stacks are named from
+    for name in (b"J12/extract/parts.mrc", b">J12/extract/parts.mrc"):
+        path = write_cs(project / "J13" / "J13_particles.cs", name, 3, 8,
+                        psize=np.array([1.5, 1.5, 1.2], np.float32))
+        table = read_particles_cs(path)
+        check_stacks_exist(table, path)
+        df = table.data
+        assert set(df["stack_path"]) == {str(stack.resolve())}
+        assert list(df["stack_index"]) == [0, 1, 2]
+        assert list(df["rlnImageName"]) == [f"{i}@{name.decode().lstrip('>')}"
+                                            for i in (1, 2, 3)]
+        np.testing.assert_allclose(table.pixel_sizes, [1.5, 1.5, 1.2], rtol=1e-6)
+        assert table.pixel_size == pytest.approx(1.5) and table.image_size == 8
+        np.testing.assert_allclose(df["rlnDefocusU"], [15000.0, 15100.0, 15200.0])
+        np.testing.assert_allclose(df["rlnDefocusAngle"], 45.0, rtol=1e-6)
+        assert (df["origin_x_px"] == 0).all() and "rlnAnglePsi" not in df.columns
+        optics = table.optics  # one group per pixel size (with the same CTF optics)
+        np.testing.assert_allclose(optics["rlnImagePixelSize"], [1.2, 1.5], rtol=1e-6)
+        assert list(df["rlnOpticsGroup"]) == [2, 2, 1]
+        assert list(optics["rlnVoltage"]) == [300.0, 300.0]
+        np.testing.assert_allclose(optics["rlnSphericalAberration"], 2.7, rtol=1e-6)
+        np.testing.assert_allclose(optics["rlnAmplitudeContrast"], 0.1, rtol=1e-6)
+    path = write_cs(project / "J13" / "lost.cs", b"J99/gone.mrc", 2, 8, ctf=False)
+    table = read_particles_cs(path)
+    assert "rlnDefocusU" not in table.data.columns
+    expect_error(path, "names a missing stack: J99/gone.mrc", check_stacks_exist, table, path)
+
+
+def test_cs_errors(tmp_path):
+    expect_error(tmp_path / "no.cs", "no such file", read_particles_cs, tmp_path / "no.cs")
+    (tmp_path / "text.cs").write_text("uid,blob/path\n")
+    expect_error(tmp_path / "text.cs", "not a readable cryoSPARC .cs file: no .npy header",
+                 read_particles_cs, tmp_path / "text.cs")
+    with open(tmp_path / "objects.cs", "wb") as f:
+        np.save(f, np.array([(b"a.mrc", 0)], dtype=[("blob/path", "O"), ("blob/idx", "u4")]),
+                allow_pickle=True)
+    expect_error(tmp_path / "objects.cs", "not a readable cryoSPARC .cs file", read_particles_cs,
+                 tmp_path / "objects.cs")
+    with open(tmp_path / "plain.cs", "wb") as f:
+        np.save(f, np.zeros((3, 4), np.float32))
+    expect_error(tmp_path / "plain.cs", "not a cryoSPARC particle table", read_particles_cs,
+                 tmp_path / "plain.cs")
+    with open(tmp_path / "noidx.cs", "wb") as f:
+        np.save(f, np.zeros(2, dtype=[("blob/path", "S5")]))
+    expect_error(tmp_path / "noidx.cs", "missing field blob/idx", read_particles_cs,
+                 tmp_path / "noidx.cs")
+    empty = write_cs(tmp_path / "empty.cs", b"a.mrc", 0, 8)
+    expect_error(empty, "no particles in this .cs file", read_particles_cs, empty)
+    bad = write_cs(tmp_path / "psize.cs", b"a.mrc", 2, 8, psize=0.0)
+    expect_error(bad, "bad pixel size 0", read_particles_cs, bad)
+    arr = np.load(write_cs(tmp_path / "x.cs", b"a.mrc", 2, 8))
+    arr["blob/shape"][1] = (8, 10)
+    with open(tmp_path / "shapes.cs", "wb") as f:
+        np.save(f, arr)
+    expect_error(tmp_path / "shapes.cs", "particles differ in image size (8x8, 8x10)",
+                 read_particles_cs, tmp_path / "shapes.cs")
+
+
+def test_check_out_dir_makes_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert check_out_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert check_out_dir(tmp_path) == tmp_path
+    assert leftovers(tmp_path) == ["file"]
+    expect_error(tmp_path / "file", "output directory is not a folder", check_out_dir,
+                 tmp_path / "file")
+    expect_error(tmp_path / "file" / "d", "output directory is not a folder", check_out_dir,
+                 tmp_path / "file" / "d")
+    if Path("/proc/self").is_dir():  # Linux: a folder in which nothing can be made
+        expect_error(Path("/proc/x"), "cannot make the output folder", check_out_dir, "/proc/x")
+    assert leftovers(tmp_path) == ["file"]
 
 
 def test_write_star_failure_leaves_nothing(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 import starfile
 from PIL import Image
 
-from conftest import blob_average
+from conftest import CHIMERA_STAMP, MAP_ID_AT, STAMP_AT, blob_average, patched, write_cs
 from udl_align import geometry as g
 from udl_align.cli import main
 
@@ -251,3 +251,191 @@ def test_several_optics_groups_are_kept(stack, tmp_path):
     written = starfile.read(out / "particles.star")
     assert list(written["optics"]["rlnOpticsGroup"]) == [1, 2]
     assert list(written["particles"]["rlnOpticsGroup"]) == [1 + i % 2 for i in range(12)]
+
+
+
+# --------------------------------------------------------------------------------------------
+# Every kind of particle file the field's tools write, end to end through the command
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """4 particles of 32 px (2 A/px) with their reference, and the outputs of aligning the plain
+    .mrcs (what every other kind of input must reproduce)."""
+    d = tmp_path_factory.mktemp("tiny")
+    png = d / "average.png"
+    Image.fromarray((blob_average(32) * 255).clip(0, 255).astype(np.uint8)).save(png)
+    assert main(["synth", "cryoem", "--template", str(png), "--out", str(d / "parts.mrcs"),
+                 "--n", "4", "--size", "32", "--max-shift", "2", "--snr", "10",
+                 "--pixel-size", "2.0", "--quiet"]) == 0
+    assert align_tiny(d / "parts.mrcs", d, d / "plain") == 0
+    return d
+
+
+def align_tiny(source, tiny_dir, out, *extra):
+    return main(["align", "--stack", str(source), "--reference",
+                 str(tiny_dir / "parts_reference.mrc"), "--out-dir", str(out), "--method",
+                 "bruteforce", "--max-shift", "2", "--angle-step", "4", "--quiet", *extra])
+
+
+def tiny_images(tiny_dir) -> np.ndarray:
+    with mrcfile.open(tiny_dir / "parts.mrcs") as m:
+        return np.array(m.data)
+
+
+def star_naming(d, name, text):
+    (d / name).write_text(text)
+    return d / name
+
+
+def no_map_id(t, d):
+    return patched(t / "parts.mrcs", d / "noid.mrcs", MAP_ID_AT, b"\0\0\0\0")
+
+
+def chimera_stamp(t, d):
+    return patched(t / "parts.mrcs", d / "chimera.mrcs", STAMP_AT, CHIMERA_STAMP)
+
+
+def float16(t, d):
+    with mrcfile.new(d / "half.mrcs") as m:
+        m.set_data(tiny_images(t).astype(np.float16))  # MRC mode 12
+        m.set_image_stack()
+        m.voxel_size = 2.0
+    return d / "half.mrcs"
+
+
+def mrc_stack(t, d):
+    """cryoSPARC's kind: a .mrc of nz images, here even marked as a volume."""
+    with mrcfile.new(d / "parts.mrc") as m:
+        m.set_data(tiny_images(t))
+        m.set_volume()
+        m.voxel_size = 2.0
+    return d / "parts.mrc"
+
+
+def relion30(t, d):
+    no_map_id(t, d)
+    rows = "".join(f"{i}@noid.mrcs 5.0 25000\n" for i in range(1, 5))
+    return star_naming(d, "relion30.star", "data_\nloop_\n_rlnImageName #1\n"
+                       "_rlnDetectorPixelSize #2\n_rlnMagnification #3\n" + rows)
+
+
+def relion31_two_groups(t, d):
+    """Two optics groups with pixel sizes of their own (2.0 and 2.5 A)."""
+    mrc_stack(t, d)
+    rows = "".join(f"{i}@parts.mrc {1 + (i == 2)} 12000.0\n" for i in range(1, 5))
+    return star_naming(d, "run_data.star",
+                       "# version 30001\n\ndata_optics\n\nloop_\n_rlnOpticsGroupName #1\n"
+                       "_rlnOpticsGroup #2\n_rlnVoltage #3\n_rlnImagePixelSize #4\n"
+                       "_rlnImageSize #5\n_rlnImageDimensionality #6\n"
+                       "opticsGroup1 1 300.0 2.0 32 2\nopticsGroup2 2 300.0 2.5 32 2\n\n"
+                       "# version 30001\n\ndata_particles\n\nloop_\n_rlnImageName #1\n"
+                       "_rlnOpticsGroup #2\n_rlnDefocusU #3\n" + rows)
+
+
+def relion5(t, d):
+    chimera_stamp(t, d)
+    rows = "".join(f"TS_01 TS_01/{i} {i}@chimera.mrcs {1 + i % 2} 1.0\n" for i in range(1, 5))
+    zernike = "[0.068,0.098,-1.79,0,0,-1.36] [45.4,-1.5,67.4,14.4,-0.3,-0.5]"
+    return star_naming(d, "particles.star",
+                       "# version 50001\n\ndata_general\n\n_rlnTomoSubTomosAre2DStacks 1\n\n"
+                       "# version 50001\n\ndata_optics\n\nloop_\n_rlnOpticsGroupName #1\n"
+                       "_rlnOpticsGroup #2\n_rlnImagePixelSize #3\n_rlnImageSize #4\n"
+                       "_rlnImageDimensionality #5\n_rlnOddZernike #6\n_rlnEvenZernike #7\n"
+                       f"opticsGroup1 1 2.0 32 2 {zernike}\nopticsGroup2 2 2.0 32 2 {zernike}\n"
+                       "\n# version 50001\n\ndata_particles\n\nloop_\n_rlnTomoName #1\n"
+                       "_rlnTomoParticleName #2\n_rlnImageName #3\n_rlnOpticsGroup #4\n"
+                       "_rlnTomoSubtomogramBinning #5\n" + rows)
+
+
+def cryosparc(t, d):
+    """A .cs file in its job folder naming a stack of another job by its project path."""
+    (d / "P1" / "J12" / "extract").mkdir(parents=True)
+    (d / "P1" / "J13").mkdir()
+    mrc_stack(t, d).rename(d / "P1" / "J12" / "extract" / "parts.mrc")
+    return write_cs(d / "P1" / "J13" / "J13_particles.cs", b">J12/extract/parts.mrc", 4, 32,
+                    psize=2.0)
+
+
+# (id, how to make the input from (tiny, folder), what its one warning line says, if any)
+KINDS = [
+    ("mrcs without its map ID", no_map_id, "noid.mrcs: non-standard MRC file, read anyway: "
+     "map ID string missing"),
+    ("mrcs with an old Chimera's machine stamp", chimera_stamp, "chimera.mrcs: non-standard "
+     "MRC file, read anyway: machine stamp 0x00 0x00 0x44 0x44 unrecognised, read as "
+     "little-endian"),
+    ("float16 mrcs (mode 12)", float16, None),
+    ("mrc stack (nz > 1)", mrc_stack, None),
+    ("RELION 3.0 STAR naming a stack without map ID", relion30, "noid.mrcs: non-standard"),
+    ("RELION 3.1 STAR with two optics groups", relion31_two_groups,
+     "run_data.star: particles differ in pixel size (2, 2.5 A)"),
+    ("RELION 5 STAR", relion5, "chimera.mrcs: non-standard"),
+    ("cryoSPARC .cs", cryosparc, None),
+]
+
+
+@pytest.mark.parametrize("name,make,warning", KINDS, ids=[k[0] for k in KINDS])
+def test_every_kind_of_particle_file_is_aligned(name, make, warning, tiny, tmp_path, capsys):
+    source = make(tiny, tmp_path)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert align_tiny(source, tiny, out) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    if warning is None:
+        assert err == [], err
+    else:  # one line, once, however often the file is opened
+        assert len(err) == 1 and "udl-align align: warning: " in err[0] and warning in err[0], err
+    for output in ("particles.star", "aligned.mrcs", "average.mrc"):
+        assert (out / output).is_file(), output
+    with mrcfile.open(out / "aligned.mrcs") as m:
+        assert m.data.shape == (4, 32, 32)
+    # the same images give the same alignment as the plain .mrcs
+    rows = starfile.read(out / "particles.star")["particles"]
+    plain = starfile.read(tiny / "plain" / "particles.star")["particles"]
+    assert len(rows) == 4
+    assert g.angle_error(rows["rlnAnglePsi"], plain["rlnAnglePsi"]).max() <= 4.0
+
+
+def test_pixel_sizes_of_their_own_give_origins_in_their_own_angstrom(tiny, tmp_path):
+    """Two optics groups (2.0 and 2.5 A): the same pixel shifts, written in each group's A."""
+    assert align_tiny(relion31_two_groups(tiny, tmp_path), tiny, tmp_path / "out") == 0
+    written = starfile.read(tmp_path / "out" / "particles.star")
+    rows, plain = written["particles"], starfile.read(tiny / "plain" / "particles.star")
+    assert list(written["optics"]["rlnImagePixelSize"]) == [2.0, 2.5]
+    assert list(rows["rlnOpticsGroup"]) == [1, 2, 1, 1]
+    assert "rlnDefocusU" in rows.columns  # the input's own columns are kept
+    pixel = np.array([2.0, 2.5, 2.0, 2.0])
+    same = np.abs(rows["rlnAnglePsi"] - plain["particles"]["rlnAnglePsi"]) < 1e-6
+    assert same.all()
+    np.testing.assert_allclose(rows["rlnOriginXAngst"] / pixel,
+                               plain["particles"]["rlnOriginXAngst"] / 2.0, atol=1e-5)
+    with mrcfile.open(tmp_path / "out" / "average.mrc") as m:
+        assert m.voxel_size.x == pytest.approx(2.0)  # most particles'
+
+
+def test_cs_input_writes_a_relion_star(tiny, tmp_path, monkeypatch):
+    source = cryosparc(tiny, tmp_path)
+    monkeypatch.chdir(tmp_path)  # the stacks' project path does not lead there from here
+    assert align_tiny(source, tiny, tmp_path / "out") == 0
+    written = starfile.read(tmp_path / "out" / "particles.star")
+    stack = (tmp_path / "P1" / "J12" / "extract" / "parts.mrc").resolve()
+    assert list(written["particles"]["rlnImageName"]) == [f"{i}@{stack}" for i in range(1, 5)]
+    optics = written["optics"]
+    assert optics["rlnImagePixelSize"][0] == pytest.approx(2.0)
+    assert optics["rlnVoltage"][0] == 300.0
+    assert optics["rlnSphericalAberration"][0] == pytest.approx(2.7)
+    assert optics["rlnAmplitudeContrast"][0] == pytest.approx(0.1)
+    np.testing.assert_allclose(written["particles"]["rlnDefocusU"],
+                               [15000.0, 15100.0, 15200.0, 15300.0])
+    assert_names_lead_to(tmp_path / "out" / "particles.star", stack, range(4))
+
+
+def test_reference_free_warns_once_about_a_non_standard_stack(tiny, tmp_path, capsys):
+    source = chimera_stamp(tiny, tmp_path)
+    capsys.readouterr()
+    assert main(["align", "--stack", str(source), "--out-dir", str(tmp_path / "free"),
+                 "--method", "bruteforce", "--max-shift", "2", "--angle-step", "4",
+                 "--rounds", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "machine stamp 0x00 0x00 0x44 0x44 unrecognised" in err[0], err

@@ -10,9 +10,31 @@ from pathlib import Path
 import numpy as np
 
 from .aligners import Aligner, run_side_by_side
+from .independent import independent_pairs
 from .io import atomic_output
 from .metrics import score
 from .synth import generate_natural_pairs
+
+#: the pair generators a comparison can draw from: the package's own (:mod:`.synth`) and the
+#: independent one (:mod:`.independent`)
+GENERATORS = ("synth", "independent")
+
+
+def photograph_pairs(images, n: int, size: int, noise: str, max_shift: int, seed: int,
+                     split: str, generator: str = "synth", progress: bool = True):
+    """Seeded pairs from photographs by one of :data:`GENERATORS`: ``(a, b, angle, tx, ty,
+    sources)`` (``sources``: the photographs of the split)."""
+    if generator == "independent":
+        p = independent_pairs(images, n=n, size=size, noise=noise, max_shift=max_shift,
+                              seed=seed, split=split)
+        return p.a, p.b, p.angle, p.tx, p.ty, p.meta["sources"]
+    if generator != "synth":
+        raise ValueError(f"unknown generator '{generator}' (expected one of "
+                         f"{', '.join(GENERATORS)})")
+    batch, meta = generate_natural_pairs(images, n=n, size=size, noise=noise,
+                                         max_shift=max_shift, seed=seed, split=split,
+                                         progress=progress)
+    return batch.a, batch.b, batch.angle, batch.tx, batch.ty, meta["sources"]
 
 
 def compare_on_photographs(
@@ -27,29 +49,30 @@ def compare_on_photographs(
     progress: bool = True,
     keep_pairs: bool = False,
     repeats: int = 2,
+    generator: str = "synth",
 ) -> dict:
     """``{"results": {condition: {method: score dict}}, "pairs": {...} (if keep_pairs)}``.
 
     The same seed gives the same geometry under every condition (only the noise differs).
+    ``generator``: one of :data:`GENERATORS`.
     """
     results: dict[str, dict] = {}
     kept: dict[str, dict] = {}
+    sources: list = []
     for condition in conditions:
-        batch, meta = generate_natural_pairs(
+        a, b, angle, tx, ty, sources = photograph_pairs(
             images, n=n, size=size, noise=condition, max_shift=max_shift, seed=seed,
-            split=split, progress=progress,
+            split=split, generator=generator, progress=progress,
         )
         results[condition] = {}
-        kept[condition] = {"a": batch.a, "b": batch.b, "angle": batch.angle, "tx": batch.tx,
-                           "ty": batch.ty, "estimates": {}}
-        runs = run_side_by_side(methods, batch.a, batch.b, repeats=repeats, progress=progress,
-                                desc=condition)
+        kept[condition] = {"a": a, "b": b, "angle": angle, "tx": tx, "ty": ty, "estimates": {}}
+        runs = run_side_by_side(methods, a, b, repeats=repeats, progress=progress,
+                                desc=f"{generator} {condition}")
         for name, (est, seconds) in runs.items():
-            results[condition][name] = score(batch.angle, batch.tx, batch.ty, est.angle, est.tx,
-                                             est.ty, seconds)
+            results[condition][name] = score(angle, tx, ty, est.angle, est.tx, est.ty, seconds)
             kept[condition]["estimates"][name] = est
-    out = {"results": results, "sources": meta["sources"], "n": n, "size": size,
-           "max_shift": max_shift, "seed": seed, "split": split}
+    out = {"results": results, "sources": sources, "n": n, "size": size,
+           "max_shift": max_shift, "seed": seed, "split": split, "generator": generator}
     if keep_pairs:
         out["pairs"] = kept
     return out

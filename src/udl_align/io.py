@@ -16,9 +16,10 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,11 @@ import mrcfile
 import numpy as np
 import pandas as pd
 import starfile
+from mrcfile import utils as mrc_utils
+from mrcfile.dtypes import HEADER_DTYPE
 from PIL import Image
 
-from udl_align.errors import InputError
+from udl_align.errors import InputError, warn_input
 
 PathLike = str | os.PathLike
 
@@ -91,6 +94,29 @@ def check_writable(path: PathLike) -> Path:
             raise InputError("cannot write here: permission denied", path)
     except OSError as exc:  # e.g. a name too long for the file system
         raise InputError(f"cannot write here: {_reason(exc)}", path) from exc
+    return path
+
+
+def check_out_dir(path: PathLike) -> Path:
+    """Fail early, with one line, when the folder ``path`` cannot be made or written in
+    (commands with an output folder call this before doing any work).
+
+    Nothing is left behind: where ``path`` exists it must be a folder in which a file can be
+    created (a nameless temporary one, gone when closed); where it does not, the same holds
+    for the nearest folder above it that exists, in which it would be made.
+    """
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path.cwd())
+    try:
+        if not existing.is_dir():
+            where = "" if existing == path else f" ({existing} is a file)"
+            raise InputError(f"output directory is not a folder{where}", path)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        what = "cannot write in the output folder" if existing == path \
+            else "cannot make the output folder"
+        raise InputError(f"{what}: {exc.strerror or _reason(exc)}", path) from exc
     return path
 
 
@@ -262,52 +288,154 @@ def read_npy(path: PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+_ORDER_NAME = {"<": "little-endian", ">": "big-endian"}
+
+
+@dataclass(frozen=True)
+class MrcHeader:
+    """What an MRC file's header says, checked against the file.
+
+    ``shape``: the data's shape as ``mrcfile`` gives it (``(ny, nx)`` for a single image marked
+    as a stack, else ``(nz, ny, nx)``, or 4-D for a stack of volumes); ``dtype``: the data's
+    type in the file's byte order; ``offset``: bytes before the data (1024 plus the extended
+    header); ``voxel_size``: ``cella.x / mx`` in Angstrom, 0 when the header has none;
+    ``ispg``: the space group (0 marks an image stack); ``notes``: what was non-standard.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    voxel_size: float
+    ispg: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_volume(self) -> bool:
+        """A 3-D file whose space group is not 0 (``mrcfile``'s ``is_volume``)."""
+        return len(self.shape) == 3 and self.ispg != 0
+
+
+def _layout(raw: bytes, order: str, file_size: int) -> tuple[MrcHeader | None, str, int]:
+    """The header ``raw`` read in byte ``order``: ``(header, "", bytes after the data)``, or
+    ``(None, problem, 0)`` when it does not describe a file of ``file_size`` bytes."""
+    fields = HEADER_DTYPE.newbyteorder(order)
+    header = np.frombuffer(raw, dtype=fields).reshape(()).view(np.recarray)
+    nx, ny, nz, nsymbt = (int(header[k]) for k in ("nx", "ny", "nz", "nsymbt"))
+    mode = int(header.mode)
+    try:
+        dtype = mrc_utils.dtype_from_mode(mode).newbyteorder(order)
+    except ValueError:
+        return None, f"unknown data mode {mode}", 0
+    if min(nx, ny, nz, nsymbt) < 0:
+        return None, (f"bad header: negative size (nx {nx}, ny {ny}, nz {nz}, extended header "
+                      f"{nsymbt} bytes)"), 0
+    try:
+        shape = tuple(int(d) for d in mrc_utils.data_shape_from_header(header))
+    except ZeroDivisionError:  # a stack of volumes (space group 401-630) with mz 0
+        return None, "bad header: a stack of volumes with mz 0", 0
+    offset = HEADER_DTYPE.itemsize + nsymbt
+    needed = offset + nx * ny * nz * dtype.itemsize
+    if needed > file_size:
+        return None, (f"truncated: the header says {needed} bytes, the file holds "
+                      f"{file_size}"), 0
+    mx, cell = int(header.mx), float(header.cella.x)
+    voxel = cell / mx if mx > 0 else 0.0
+    voxel = voxel if np.isfinite(voxel) and voxel > 0 else 0.0
+    return MrcHeader(shape, dtype, offset, voxel, int(header.ispg)), "", file_size - needed
+
+
+def read_mrc_header(path: PathLike) -> MrcHeader:
+    """Read and check an MRC file's header (nothing of the data is read).
+
+    The checks are those of ``mrcfile``'s strict reading, made here so that a file it refuses
+    for a non-essential reason is still read, as RELION, cryoDRGN and ASPIRE read it (and
+    ``mrcfile`` in permissive mode): a missing map ID ("MAP "), an unrecognised machine stamp,
+    or bytes after the data. Such a file is read with one
+    :class:`~udl_align.errors.InputWarning` naming what was non-standard. The byte order is
+    the machine stamp's; where the stamp is unrecognised, or the header makes sense only in
+    the other order (a known data mode, sizes that fit the file), the order in which it makes
+    sense (little-endian where both do).
+
+    Raises InputError "not a readable MRC file: ..." for what cannot be read: shorter than a
+    header, an unknown data mode, negative sizes, or fewer bytes than the header says
+    (truncated).
+    """
+    path = Path(path)
+    _require_file(path)
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(HEADER_DTYPE.itemsize)
+    if len(raw) < HEADER_DTYPE.itemsize:
+        raise InputError(f"not a readable MRC file: {len(raw)} bytes, shorter than an MRC "
+                         f"header ({HEADER_DTYPE.itemsize})", path)
+    notes = []
+    if raw[208:211] != b"MAP":  # mrcfile checks the first three bytes of "MAP "
+        notes.append("map ID string missing")
+    stamp = np.frombuffer(raw[212:216], np.uint8)
+    try:
+        stated: str | None = mrc_utils.byte_order_from_machine_stamp(stamp)
+    except ValueError:
+        stated = None
+    first = stated or "<"
+    candidates = [(order, *_layout(raw, order, file_size)) for order in (first, "<>"[first == "<"])]
+    fits = [c for c in candidates if c[1] is not None]
+    if stated is None:  # no stated order: an exact fit first, then little-endian
+        fits.sort(key=lambda c: (c[3] != 0, c[0] != "<"))
+    if not fits:
+        reason = candidates[0][2]
+        if notes:
+            reason += f" ({notes[0]})"
+        raise InputError(f"not a readable MRC file: {reason}", path)
+    order, header, _, extra = fits[0]
+    pretty = mrc_utils.pretty_machine_stamp(stamp)
+    if stated is None:
+        notes.append(f"machine stamp {pretty} unrecognised, read as {_ORDER_NAME[order]}")
+    elif order != stated:
+        notes.append(f"machine stamp {pretty} says {_ORDER_NAME[stated]} but the header makes "
+                     f"sense only as {_ORDER_NAME[order]}, read so")
+    if extra:
+        notes.append(f"{extra} bytes after the data, ignored")
+    if notes:
+        warn_input(f"non-standard MRC file, read anyway: {'; '.join(notes)}", path)
+    return replace(header, notes=tuple(notes))
+
+
 class MrcStack:
     """A lazily read MRC image stack; a 2-D MRC is a stack of one.
 
     ``stack[i]`` gives an ``(N, N)`` float32 copy; ``stack[slice]`` or ``stack[int_array]`` a
-    ``(k, N, N)`` copy. A 3-D file whose header marks it as a volume (space group not 0) and
-    whose suffix is not ``.mrcs`` is refused unless ``allow_volume``, since its sections are not
-    separate particle images.
+    ``(k, N, N)`` copy, whatever the file's data type (float16 and integer modes included).
+    A 3-D file whose header marks it as a volume (space group not 0) and whose suffix is not
+    ``.mrcs`` is refused unless ``allow_volume``, since its sections are not separate
+    particle images.
 
-    The header is checked through ``mrcfile``; images are then read with plain file reads,
-    not through a memory map: pages of a map that were read count as resident memory, so
-    streaming through a large stack would look like (and, under pressure, act like) memory
-    growing with the stack.
+    The header is checked by :func:`read_mrc_header` (a non-standard but readable file is read,
+    with one warning); images are then read with plain file reads, not through a memory map:
+    pages of a map that were read count as resident memory, so streaming through a large
+    stack would look like (and, under pressure, act like) memory growing with the stack.
     """
 
     def __init__(self, path: PathLike, allow_volume: bool = False) -> None:
         self.path = Path(path)
-        _require_file(self.path)
-        try:
-            mrc = mrcfile.mmap(self.path, mode="r", permissive=False)
-        except Exception as exc:  # mrcfile raises ValueError for most corruption, OSError too
-            raise InputError(f"not a readable MRC file: {_reason(exc)}", self.path) from exc
-        try:
-            self._validate(mrc, allow_volume)
-        finally:
-            mrc.close()
+        self._validate(read_mrc_header(self.path), allow_volume)
         self._file = open(self.path, "rb")  # closed by close()
 
-    def _validate(self, mrc: Any, allow_volume: bool) -> None:
-        data = mrc.data
-        if data is None or data.size == 0:
+    def _validate(self, header: MrcHeader, allow_volume: bool) -> None:
+        shape = header.shape
+        if 0 in shape:
             raise InputError("empty MRC", self.path)
-        if data.dtype.kind not in "iuf":
-            raise InputError(f"MRC data is not real-valued (dtype {data.dtype})", self.path)
-        if data.ndim not in (2, 3):
-            raise InputError(f"expected a 2-D image or a stack, got shape {data.shape}", self.path)
-        if data.shape[-1] != data.shape[-2]:
-            raise InputError(
-                f"images are not square ({data.shape[-2]}x{data.shape[-1]})", self.path
-            )
-        if mrc.is_volume() and self.path.suffix.lower() != ".mrcs" and not allow_volume:
+        if header.dtype.kind not in "iuf":
+            raise InputError(f"MRC data is not real-valued (dtype {header.dtype})", self.path)
+        if len(shape) not in (2, 3):
+            raise InputError(f"expected a 2-D image or a stack, got shape {shape}", self.path)
+        if shape[-1] != shape[-2]:
+            raise InputError(f"images are not square ({shape[-2]}x{shape[-1]})", self.path)
+        if header.is_volume and self.path.suffix.lower() != ".mrcs" and not allow_volume:
             raise InputError("is a 3-D volume, expected a 2-D image or a stack", self.path)
-        self._shape = (data.shape[0] if data.ndim == 3 else 1, data.shape[-2], data.shape[-1])
-        self._dtype = data.dtype
-        self._offset = mrc.header.nbytes + mrc.extended_header.nbytes
-        voxel = float(mrc.voxel_size.x)
-        self._pixel_size = voxel if voxel > 0 else 1.0
+        self._shape = (shape[0] if len(shape) == 3 else 1, shape[-2], shape[-1])
+        self._dtype = header.dtype
+        self._offset = header.offset
+        self._pixel_size = header.voxel_size if header.voxel_size > 0 else 1.0
 
     @property
     def n(self) -> int:
@@ -363,21 +491,23 @@ class MrcStack:
 
 
 def read_mrc(path: PathLike) -> np.ndarray:
-    """Read a whole MRC file (a map, a reference image or a small stack) as float32."""
+    """Read a whole MRC file (a map, a reference image or a small stack) as float32, in the
+    shape :class:`MrcHeader` gives. The header is checked by :func:`read_mrc_header` (a
+    non-standard but readable file is read, with one warning)."""
     path = Path(path)
-    _require_file(path)
+    header = read_mrc_header(path)
+    if 0 in header.shape:
+        raise InputError("empty MRC", path)
+    if header.dtype.kind not in "iuf":
+        raise InputError(f"MRC data is not real-valued (dtype {header.dtype})", path)
+    count = int(np.prod(header.shape))
     try:
-        with mrcfile.mmap(path, mode="r", permissive=False) as mrc:
-            data = mrc.data
-            if data is None or data.size == 0:
-                raise InputError("empty MRC", path)
-            if data.dtype.kind not in "iuf":
-                raise InputError(f"MRC data is not real-valued (dtype {data.dtype})", path)
-            arr = np.array(data, dtype=np.float32)
-    except InputError:
-        raise
-    except Exception as exc:
+        data = np.fromfile(path, dtype=header.dtype, count=count, offset=header.offset)
+    except OSError as exc:
         raise InputError(f"not a readable MRC file: {_reason(exc)}", path) from exc
+    if data.size != count:  # the file shrank after its header was read
+        raise InputError("not a readable MRC file: truncated", path)
+    arr = data.reshape(header.shape).astype(np.float32)
     check_finite(arr, path)
     return arr
 
@@ -494,12 +624,15 @@ def _stack_file(path: Path, n: int, size: int, pixel_size: float, resume_at: int
 
 @dataclass
 class ParticlesTable:
-    """The particles of a RELION STAR file.
+    """The particles of a RELION STAR file or of a cryoSPARC ``.cs`` file.
 
-    ``data`` is the particles block as starfile reads it, plus derived columns: ``stack_path``
-    (absolute path string), ``stack_index`` (0-based), ``origin_x_px``, ``origin_y_px`` (RELION's
-    origin offsets, in pixels) and ``psi`` (degrees). ``optics`` is the optics block of a
-    RELION 3.1+ file as read (None for older files).
+    ``data`` is the particles block as starfile reads it (for a ``.cs`` file: the RELION
+    columns its fields convert to), plus derived columns: ``stack_path`` (absolute path
+    string), ``stack_index`` (0-based), ``origin_x_px``, ``origin_y_px`` (RELION's origin
+    offsets, in pixels), ``psi`` (degrees) and ``pixel_size`` (each particle's, Angstrom; NaN
+    where the file gives none). ``optics`` is the optics block (RELION 3.1+ and ``.cs``
+    files; None for older STAR files). ``pixel_size`` is the pixel size of most particles
+    (None where the file gives none); ``image_size`` the image side the file states, if any.
     """
 
     data: pd.DataFrame
@@ -511,6 +644,11 @@ class ParticlesTable:
     def n(self) -> int:
         """Number of particles."""
         return len(self.data)
+
+    @property
+    def pixel_sizes(self) -> np.ndarray:
+        """Each particle's pixel size in Angstrom (NaN where the file gives none)."""
+        return self.data["pixel_size"].to_numpy(np.float64)
 
 
 _IMAGE_NAME = re.compile(r"^\s*0*([1-9]\d*)@(.+?)\s*$")
@@ -559,14 +697,32 @@ def _resolve_stack(name: str, star_dir: Path) -> str:
     return str(beside.resolve())
 
 
-def read_particles_star(path: PathLike) -> ParticlesTable:
-    """Read the particles of a RELION STAR file (3.1+ with optics/particles blocks, or older).
+def _most_common(values: np.ndarray) -> float | None:
+    """The most frequent of the non-NaN ``values`` (the smallest of a tie), None if none."""
+    known = values[~np.isnan(values)]
+    if len(known) == 0:
+        return None
+    unique, counts = np.unique(known, return_counts=True)
+    return float(unique[np.argmax(counts)])
 
-    Pixel size: 3.1+ from the particles' optics group (``rlnImagePixelSize``); older files from
-    ``rlnPixelSize``, else ``rlnDetectorPixelSize * 1e4 / rlnMagnification``, else None. Origins
-    come from ``rlnOriginXAngst``/``rlnOriginYAngst`` (divided by the pixel size) or
-    ``rlnOriginX``/``rlnOriginY`` (pixels), 0 if absent. Does not check that the stacks exist
-    (see :func:`check_stacks_exist`).
+
+def _checked_pixel_sizes(values: np.ndarray, path: Path) -> np.ndarray:
+    for value in np.unique(values[~np.isnan(values)]):
+        _check_pixel_size(float(value), path)
+    return values
+
+
+def read_particles_star(path: PathLike) -> ParticlesTable:
+    """Read the particles of a RELION STAR file: RELION 3.1 to 5 (``data_optics`` and
+    ``data_particles``, any number of optics groups, extra blocks and columns tolerated) or
+    older (one block naming images).
+
+    Pixel size, per particle: 3.1+ from its optics group (``rlnImagePixelSize``); older files
+    from ``rlnPixelSize``, else ``rlnDetectorPixelSize * 1e4 / rlnMagnification``, else none.
+    Origins come from ``rlnOriginXAngst``/``rlnOriginYAngst`` (divided by the particle's pixel
+    size) or ``rlnOriginX``/``rlnOriginY`` (pixels), 0 if absent. The images must be 2-D
+    (``rlnImageDimensionality`` 2 where given) and of one size (``rlnImageSize``). Does not
+    check that the stacks exist (see :func:`check_stacks_exist`).
     """
     path = Path(path)
     _require_file(path)
@@ -590,8 +746,8 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
         raise InputError("missing column rlnImageName", path)
     df = particles.reset_index(drop=True).copy()
 
-    # Pixel and image size.
-    pixel_size: float | None = None
+    # Pixel size (per particle) and image size.
+    pixel = np.full(len(df), np.nan)
     image_size: int | None = None
     if optics is not None:
         if "rlnOpticsGroup" in df.columns and "rlnOpticsGroup" in optics.columns:
@@ -602,24 +758,27 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
                 raise InputError(f"rlnOpticsGroup {missing[0]} is not in the optics block", path)
             rows = groups.loc[wanted.to_numpy()].reset_index(drop=True)
         elif len(optics) == 1:
-            rows = optics  # one group: every particle belongs to it
+            rows = optics.iloc[[0] * len(df)].reset_index(drop=True)  # one group: everyone's
         else:
             raise InputError("missing column rlnOpticsGroup (several optics groups)", path)
+        if "rlnImageDimensionality" in rows.columns:
+            dims = _numeric_column(rows, "rlnImageDimensionality", path)
+            if (dims != 2).any():
+                raise InputError(f"rlnImageDimensionality {dims[dims != 2][0]:g}: expected "
+                                 "2-D particle images", path)
         if "rlnImagePixelSize" in rows.columns:
-            values = _numeric_column(rows, "rlnImagePixelSize", path)
-            pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+            pixel = _numeric_column(rows, "rlnImagePixelSize", path)
         if "rlnImageSize" in rows.columns:
             values = _numeric_column(rows, "rlnImageSize", path)
             image_size = int(_single_value(values, "image size", path))
     elif "rlnPixelSize" in df.columns:
-        values = _numeric_column(df, "rlnPixelSize", path)
-        pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+        pixel = _numeric_column(df, "rlnPixelSize", path)
     elif "rlnDetectorPixelSize" in df.columns and "rlnMagnification" in df.columns:
         # Detector pixel in micrometres, magnification dimensionless: 1 um = 1e4 A.
-        values = _numeric_column(df, "rlnDetectorPixelSize", path) * 1e4 / _numeric_column(
+        pixel = _numeric_column(df, "rlnDetectorPixelSize", path) * 1e4 / _numeric_column(
             df, "rlnMagnification", path
         )
-        pixel_size = _check_pixel_size(_single_value(values, "pixel size", path), path)
+    df["pixel_size"] = _checked_pixel_sizes(pixel, path)
 
     # Image names: "index@stack", index 1-based.
     names = df["rlnImageName"].astype(str)
@@ -637,9 +796,9 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
     for axis in ("X", "Y"):
         angst, pixels = f"rlnOrigin{axis}Angst", f"rlnOrigin{axis}"
         if angst in df.columns:
-            if pixel_size is None:
+            if np.isnan(pixel).any():
                 raise InputError(f"has {angst} but no pixel size", path)
-            origin = _numeric_column(df, angst, path) / pixel_size
+            origin = _numeric_column(df, angst, path) / pixel
         elif pixels in df.columns:
             origin = _numeric_column(df, pixels, path)
         else:
@@ -648,7 +807,136 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
     df["psi"] = (
         _numeric_column(df, "rlnAnglePsi", path) if "rlnAnglePsi" in df.columns else 0.0
     )
-    return ParticlesTable(data=df, pixel_size=pixel_size, image_size=image_size, optics=optics)
+    return ParticlesTable(data=df, pixel_size=_most_common(pixel), image_size=image_size,
+                          optics=optics)
+
+
+def _resolve_cs_stack(name: str, cs_dir: Path) -> str:
+    """cryoSPARC names stacks relative to its project folder (``J12/extract/...``): try the
+    ``.cs`` file's folder and each folder above it, then the current folder; else the name as
+    seen from the ``.cs`` file's folder."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for folder in (cs_dir, *cs_dir.parents):
+        if (folder / p).exists():
+            return str((folder / p).resolve())
+    if p.exists():
+        return str(p.resolve())
+    return str((cs_dir / p).resolve())
+
+
+#: cryoSPARC's CTF fields and the RELION columns they become (with a scale: radians to degrees)
+_CS_CTF_COLUMNS = {
+    "ctf/df1_A": ("rlnDefocusU", 1.0),
+    "ctf/df2_A": ("rlnDefocusV", 1.0),
+    "ctf/df_angle_rad": ("rlnDefocusAngle", 180.0 / np.pi),
+    "ctf/phase_shift_rad": ("rlnPhaseShift", 180.0 / np.pi),
+}
+#: cryoSPARC's per-particle optics fields and the RELION optics columns they become
+_CS_OPTICS_COLUMNS = {
+    "blob/psize_A": "rlnImagePixelSize",
+    "ctf/accel_kv": "rlnVoltage",
+    "ctf/cs_mm": "rlnSphericalAberration",
+    "ctf/amp_contrast": "rlnAmplitudeContrast",
+}
+
+
+def _cs_field(arr: np.ndarray, name: str, path: Path, kinds: str = "iuf") -> np.ndarray:
+    values = arr[name]
+    if values.dtype.kind not in kinds:
+        raise InputError(f"field {name} has an unexpected type ({values.dtype})", path)
+    if values.dtype.kind == "f":
+        check_finite(values, path, f"values in {name}")
+    return values
+
+
+def read_particles_cs(path: PathLike) -> ParticlesTable:
+    """Read the particles of a cryoSPARC ``.cs`` file: a numpy structured array (``np.save``)
+    with fields ``blob/path`` (the stack, relative to the cryoSPARC project folder) and
+    ``blob/idx`` (0-based), and where present ``blob/psize_A`` (pixel size, Angstrom),
+    ``blob/shape`` and ``ctf/...``; other fields (``alignments2D/...``, ...) are not read.
+    A leading ``>`` on a path (cryoSPARC's mark of an imported one) is dropped.
+
+    The table holds the RELION columns these convert to: ``rlnImageName`` (``idx+1@path``),
+    ``rlnOpticsGroup`` and, from the CTF fields, ``rlnDefocusU``/``V``, ``rlnDefocusAngle``
+    and ``rlnPhaseShift`` (degrees); ``optics`` has one group per distinct pixel size,
+    voltage, spherical aberration and amplitude contrast. Stacks are looked for as
+    :func:`_resolve_cs_stack` says; whether they exist is checked by
+    :func:`check_stacks_exist`.
+    """
+    path = Path(path)
+    _require_file(path)
+    # Checked first: otherwise np.load falls back to unpickling and says so instead.
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InputError("not a readable cryoSPARC .cs file: no .npy header", path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"not a readable cryoSPARC .cs file: {_reason(exc)}", path) from exc
+    fields = arr.dtype.names or ()
+    if arr.ndim != 1 or not fields:
+        raise InputError("not a cryoSPARC particle table (no named fields)", path)
+    for name in ("blob/path", "blob/idx"):
+        if name not in fields:
+            raise InputError(f"missing field {name}", path)
+    if len(arr) == 0:
+        raise InputError("no particles in this .cs file", path)
+    n = len(arr)
+
+    stacks = _cs_field(arr, "blob/path", path, "SU")
+    if stacks.dtype.kind == "S":
+        try:
+            stacks = np.char.decode(stacks, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"field blob/path is not UTF-8 text: {_reason(exc)}", path) from exc
+    # a leading ">" marks a path cryoSPARC imported: the path is what follows
+    stacks = np.array([str(v).strip().removeprefix(">") for v in stacks])
+    index = _cs_field(arr, "blob/idx", path, "iu").astype(np.int64)
+    if (index < 0).any():
+        raise InputError(f"bad blob/idx {index[index < 0][0]} (expected 0 or more)", path)
+    image_size: int | None = None
+    if "blob/shape" in fields:
+        shape = _cs_field(arr, "blob/shape", path, "iu").reshape(n, -1)
+        unique = np.unique(shape, axis=0)
+        if len(unique) > 1:
+            shown = ", ".join("x".join(str(int(v)) for v in u) for u in unique[:4])
+            raise InputError(f"particles differ in image size ({shown}); split the file", path)
+        if unique.shape[1] != 2 or unique[0, 0] != unique[0, 1]:
+            raise InputError(f"images are not square (blob/shape {list(unique[0])})", path)
+        image_size = int(unique[0, 0])
+
+    # One optics group per distinct combination of the optics fields present.
+    optical = [(f, c) for f, c in _CS_OPTICS_COLUMNS.items() if f in fields]
+    values = np.stack([_cs_field(arr, f, path).astype(np.float64).reshape(n)
+                       for f, _ in optical] or [np.zeros(n)], 1)
+    combos, group = np.unique(values, axis=0, return_inverse=True)
+    group = np.asarray(group).reshape(n) + 1
+    optics = pd.DataFrame({"rlnOpticsGroup": np.arange(1, len(combos) + 1),
+                           "rlnOpticsGroupName": [f"opticsGroup{i}"
+                                                  for i in range(1, len(combos) + 1)]})
+    for k, (_, column) in enumerate(optical):
+        optics[column] = combos[:, k]
+    optics["rlnImageDimensionality"] = 2
+    if image_size is not None:
+        optics["rlnImageSize"] = image_size
+    pixel = (_cs_field(arr, "blob/psize_A", path).astype(np.float64).reshape(n)
+             if "blob/psize_A" in fields else np.full(n, np.nan))
+
+    names = [f"{i + 1}@{s}" for i, s in zip(index, stacks, strict=True)]
+    df = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": group})
+    for name, (column, scale) in _CS_CTF_COLUMNS.items():
+        if name in fields:
+            df[column] = _cs_field(arr, name, path).astype(np.float64).reshape(n) * scale
+    df["pixel_size"] = _checked_pixel_sizes(pixel, path)
+    df["stack_index"] = index
+    cs_dir = path.parent.resolve()
+    resolved = {s: _resolve_cs_stack(s, cs_dir) for s in np.unique(stacks)}
+    df["stack_path"] = [resolved[s] for s in stacks]
+    df["origin_x_px"] = df["origin_y_px"] = df["psi"] = 0.0
+    return ParticlesTable(data=df, pixel_size=_most_common(pixel), image_size=image_size,
+                          optics=optics)
 
 
 def check_stacks_exist(table: ParticlesTable, path: PathLike) -> None:
@@ -676,7 +964,7 @@ def write_particles_star(
     psi: Any,
     origin_x_px: Any,
     origin_y_px: Any,
-    pixel_size: float,
+    pixel_size: Any,
     image_size: int,
     extra: dict[str, np.ndarray] | None = None,
     optics_extra: dict[str, float] | None = None,
@@ -686,18 +974,27 @@ def write_particles_star(
     """Write a RELION 3.1 particles STAR file.
 
     ``image_names`` are ``index@stack`` strings (1-based); ``psi`` in degrees; origins in pixels
-    in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``). ``extra``
-    adds columns (e.g. ``rlnMaxValueProbDistribution``). Scalars are broadcast.
-    One optics group unless ``optics`` (an input file's optics block, kept with all its
-    columns and groups; ``optics_group`` then gives each particle's ``rlnOpticsGroup``).
+    in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``, with each
+    particle's pixel size where ``pixel_size`` is an array). ``extra`` adds columns (e.g.
+    ``rlnMaxValueProbDistribution``). Scalars are broadcast.
+    Without ``optics``: one optics group per distinct pixel size (so one for a scalar), and
+    ``optics_group`` is not used. With ``optics`` (an input file's optics block, kept with all
+    its columns and groups), ``optics_group`` gives each particle's ``rlnOpticsGroup``.
     ``optics_extra`` adds optics-group columns (e.g. ``rlnVoltage``).
     """
     names = [str(s) for s in np.atleast_1d(np.asarray(image_names))]
     n = len(names)
+    pixel = _column(pixel_size, n, "pixel_size").astype(np.float64)
     if optics is None:
-        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"]})
+        sizes, index = np.unique(pixel, return_inverse=True)
+        optics = pd.DataFrame({
+            "rlnOpticsGroup": np.arange(1, len(sizes) + 1),
+            "rlnOpticsGroupName": [f"opticsGroup{i}" for i in range(1, len(sizes) + 1)],
+            "rlnImagePixelSize": sizes,
+        })
+        optics_group = np.asarray(index).reshape(n) + 1
     optics = optics.reset_index(drop=True).copy()
-    for column, value in (("rlnImagePixelSize", float(pixel_size)),
+    for column, value in (("rlnImagePixelSize", float(_most_common(pixel) or 1.0)),
                           ("rlnImageSize", int(image_size)), ("rlnImageDimensionality", 2),
                           *(optics_extra or {}).items()):
         if column not in optics.columns:
@@ -705,10 +1002,8 @@ def write_particles_star(
     columns: dict[str, Any] = {
         "rlnImageName": names,
         "rlnAnglePsi": _column(psi, n, "psi").astype(np.float64),
-        "rlnOriginXAngst": _column(origin_x_px, n, "origin_x_px").astype(np.float64)
-        * float(pixel_size),
-        "rlnOriginYAngst": _column(origin_y_px, n, "origin_y_px").astype(np.float64)
-        * float(pixel_size),
+        "rlnOriginXAngst": _column(origin_x_px, n, "origin_x_px").astype(np.float64) * pixel,
+        "rlnOriginYAngst": _column(origin_y_px, n, "origin_y_px").astype(np.float64) * pixel,
         "rlnOpticsGroup": _column(optics_group, n, "optics_group").astype(np.int64),
     }
     for name, values in (extra or {}).items():

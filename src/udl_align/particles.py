@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from . import geometry
 from .ctf import apply_ctf
 from .errors import InputError
-from .io import read_image, read_mrc
+from .io import read_image, read_mrc, read_mrc_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -112,11 +112,8 @@ def load_template(
     if suffix in IMAGE_SUFFIXES:
         image = read_image(path)
     elif suffix in MRC_SUFFIXES:
-        import mrcfile
-
         data = read_mrc(path)
-        with mrcfile.open(path, permissive=True, header_only=True) as mrc:
-            header_pixel = float(mrc.voxel_size.x) or None
+        header_pixel = read_mrc_header(path).voxel_size or None
         if data.ndim == 3 and data.shape[0] == 1:
             data = data[0]
         if data.ndim == 3:

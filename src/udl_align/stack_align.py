@@ -42,6 +42,7 @@ from .io import (
     MrcStack,
     all_or_nothing,
     atomic_output,
+    check_out_dir,
     check_writable,
     mrc_stack_writer,
     read_image,
@@ -241,6 +242,7 @@ def align_stack(
     ranks = ranks or Ranks()
     out_dir = Path(out_dir)
     created = not out_dir.exists()
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         paths = {name: check_writable(out_dir / name) for name in OUTPUTS}
@@ -354,9 +356,11 @@ def write_star(path: Path, particles: ParticleSet, index: np.ndarray, angle: np.
         if particles.optics is not None and "rlnOpticsGroup" in rows.columns:
             group = rows["rlnOpticsGroup"].to_numpy()
     extra["rlnUdlCorrentropy"] = score
+    pixel = particles.pixel_size if particles.pixel_sizes is None \
+        else particles.pixel_sizes[index]  # origins in each particle's own Angstrom
     write_particles_star(path, image_names(particles, index), psi, origin_x, origin_y,
-                         particles.pixel_size, particles.size, extra=extra,
-                         optics=particles.optics, optics_group=group)
+                         pixel, particles.size, extra=extra, optics=particles.optics,
+                         optics_group=group)
 
 
 def image_names(particles: ParticleSet, index: np.ndarray) -> list[str]:

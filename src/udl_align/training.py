@@ -250,8 +250,9 @@ CALIBRATION = 20_000
 
 
 def is_particle_data(path: str | Path) -> bool:
-    """A particle stack or a STAR naming stacks (rather than photographs or a pairs file)."""
-    return Path(path).suffix.lower() in (".mrcs", ".mrc", ".star")
+    """A particle stack, or a STAR or cryoSPARC ``.cs`` file naming stacks (rather than
+    photographs or a pairs file)."""
+    return Path(path).suffix.lower() in (".mrcs", ".mrc", ".star", ".cs")
 
 
 #: what differs by default when training on particles:

@@ -7,16 +7,22 @@ from .bruteforce import BruteForce
 from .correlation import Estimate
 from .emaf import Emaf
 from .fourier_mellin import FourierMellin
+from .reference import ReferenceSearch
 
 CLASSICAL = {cls.name: cls for cls in (BruteForce, FourierMellin, Emaf)}
+#: aligners for measuring, not for use: too slow for a stack
+YARDSTICKS = {ReferenceSearch.name: ReferenceSearch}
 
 
 def make_aligner(name: str, **options) -> Aligner:
-    """A classical aligner by name (``bruteforce``, ``fourier-mellin``, ``emaf``)."""
-    if name not in CLASSICAL:
-        raise ValueError(f"unknown method '{name}' (expected one of {', '.join(CLASSICAL)})")
-    return CLASSICAL[name](**options)
+    """A classical aligner by name (``bruteforce``, ``fourier-mellin``, ``emaf``, or
+    ``reference``: the plain, slow exhaustive search used as a yardstick)."""
+    known = {**CLASSICAL, **YARDSTICKS}
+    if name not in known:
+        raise ValueError(f"unknown method '{name}' (expected one of {', '.join(known)})")
+    return known[name](**options)
 
 
-__all__ = ["Aligner", "Estimate", "BruteForce", "FourierMellin", "Emaf", "CLASSICAL",
+__all__ = ["Aligner", "Estimate", "BruteForce", "FourierMellin", "Emaf", "ReferenceSearch",
+           "CLASSICAL", "YARDSTICKS",
            "make_aligner", "run_aligner", "run_side_by_side"]

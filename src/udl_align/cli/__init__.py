@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from ..errors import InputError, one_line_warnings
 from . import align, demo, evaluate, synth, train
 
 DESCRIPTION = ("Unsupervised rigid alignment of noisy images (UDL): make synthetic data, train a "
@@ -45,7 +45,8 @@ def first_sentence(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with one_line_warnings(f"udl-align {args.command}"):  # a non-standard input: one line
+            return int(args.func(args) or 0)
     except InputError as err:
         print(f"udl-align {args.command}: error: {err}", file=sys.stderr)
         return 2

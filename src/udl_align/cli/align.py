@@ -11,14 +11,15 @@ import numpy as np
 from ..aligners import CLASSICAL, make_aligner, run_aligner
 from ..aligners.network import NetworkAligner
 from ..errors import InputError
-from ..io import check_writable, read_pairs, write_estimates
+from ..io import check_out_dir, check_writable, read_pairs, write_estimates
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--pairs", help="pairs file (.npz); writes --out")
-    what.add_argument("--stack", help="particles: an MRC stack (.mrcs/.mrc) or a STAR file "
-                      "naming stacks; aligned to --reference, outputs in --out-dir")
+    what.add_argument("--stack", help="particles: an MRC stack (.mrcs/.mrc), a RELION STAR "
+                      "file or a cryoSPARC .cs file naming stacks; aligned to --reference, "
+                      "outputs in --out-dir")
     parser.add_argument("--out", help="with --pairs: estimates to write (.csv)")
     parser.add_argument("--reference", help="with --stack: the reference image (MRC or PNG), "
                         "the particles' size; without it, one is made from the stack "
@@ -116,6 +117,7 @@ def align_particles(args: argparse.Namespace) -> int:
         raise InputError("--out is for --pairs; --stack writes its outputs into --out-dir")
     if args.rounds < 1:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
+    check_out_dir(args.out_dir)  # before any work: none is wasted on outputs that cannot be saved
     particles = open_particles(args.stack)
     aligner = make(args, args.max_shift)
     batch_size = args.batch_size or aligner.batch_size
