@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from udl_align.aligners import make_aligner
-from udl_align.filters import impulse_mask, repair_impulses
+from udl_align.filters import NOISY, impulse_mask, median3, repair_impulses, roughness
 from udl_align.geometry import angle_error
 from udl_align.noise import parse_noise
 
@@ -14,8 +14,8 @@ def test_continuous_noise_passes_through_untouched(photo):
     assert repair_impulses(noisy) is noisy
 
 
-def test_a_saturated_region_is_not_an_impulse():
-    x = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+def test_a_saturated_region_is_not_an_impulse(photo):
+    x = torch.from_numpy(photo[100:164, 100:164].copy())[None] * 0.8 + 0.1
     x[0, 10:30, 10:30] = 1.0  # a clipped highlight: 400 pixels at the maximum, not isolated
     x[0, 40:50, 40:50] = 0.0
     found = impulse_mask(x)
@@ -58,3 +58,20 @@ def test_every_aligner_shares_the_repair(textured_pairs):
     on = make_aligner("bruteforce", max_shift=10).estimate(na, nb)
     assert angle_error(on.angle, truth[:, 0]).mean() < 1.0
     assert angle_error(on.angle, truth[:, 0]).mean() < angle_error(off.angle, truth[:, 0]).mean()
+
+
+def test_clipped_noise_gets_a_whole_image_median(photo):
+    clean = photo[:128, :128]
+    rng = np.random.default_rng(5)
+    noisy = np.clip(clean + rng.normal(0, 3 * clean.std(), clean.shape), 0, 1).astype(np.float32)
+    x = torch.from_numpy(noisy)[None]
+    ext = (x == x.min()) | (x == x.max())
+    assert roughness(x, ~ext)[0] > NOISY  # the other pixels are noisy too: not impulses
+    assert torch.equal(repair_impulses(x), median3(x))
+
+
+def test_roughness_tells_a_photograph_from_noise(photo):
+    clean = torch.from_numpy(photo[:128, :128].copy())[None]
+    noise = torch.randn(1, 128, 128, generator=torch.Generator().manual_seed(0))
+    every = torch.ones(1, 128, 128, dtype=torch.bool)
+    assert roughness(clean, every)[0] < 0.5 < NOISY < roughness(noise, every)[0]

@@ -53,6 +53,9 @@ def test_independent_noise_conditions(photo_dir):
     hit = sp.a != clean.a
     assert set(np.unique(sp.a[hit])) <= {0.0, 1.0}
     assert hit.mean() == pytest.approx(0.2 + 0.2 - 0.04, abs=0.05)
-    g = independent_pairs(photo_dir, noise="gaussian:0.1", **kw)
+    g = independent_pairs(photo_dir, noise="gaussian:0.5", **kw)
+    assert g.a.min() >= 0.0 and g.a.max() <= 1.0  # clipped, as random_noise does by default
     noise_var = (g.a - clean.a).var(axis=(1, 2))
-    assert np.median(clean.a.var(axis=(1, 2)) / noise_var) == pytest.approx(0.1, rel=0.2)
+    # variance var/SNR added, some of it clipped away
+    snr = clean.a.var(axis=(1, 2)) / noise_var
+    assert np.all((snr > 0.5) & (snr < 1.0))

@@ -1,17 +1,29 @@
 """Impulse repair: the pre-processing every aligner and every network input share, so that
-salt-and-pepper noise, hot and dead pixels and X-ray hits do not decide a correlation.
+salt-and-pepper noise, hot and dead pixels, X-ray hits and clipped (saturated) noise do not
+decide a correlation.
 
-An impulse is a pixel sitting at its image's lowest or highest value while fewer than five of
-the nine pixels of its 3x3 neighbourhood share that value (exactly the pixels a 3x3 median would
-change: an isolated extreme, not a saturated region). Impulses are replaced by the
-normalised convolution of the pixels that are not impulses (a Gaussian-weighted mean of the
-valid neighbours, sigma 1 px: Knutsson and Westin's normalised convolution); every other pixel
-is kept as it is (a "switching" filter, unlike a plain median, which blurs every pixel).
+It works on images with more than ``min_share`` of their pixels at the image's lowest or
+highest value (a continuous-noise or clean image has one pixel at each and passes through
+unchanged, at the cost of one minimum, maximum and comparison per pixel). For those, what the
+extremes are is read off the *other* pixels: their noise level against their spread
+(:func:`roughness`, from differences of neighbours).
 
-The repair is chosen automatically per image: only images with more than ``min_share`` of their
-pixels at an extreme value are touched. A Gaussian-noise or clean image has one pixel at each
-extreme (its minimum and its maximum) and passes through unchanged, at the cost of one minimum,
-maximum and comparison per pixel.
+* The other pixels are smooth (roughness below ``noisy``): the extremes are impulses laid over
+  a clean image. Each impulse (a pixel at an extreme that a 3x3 median would change, i.e.
+  fewer than five of its nine neighbourhood pixels share its value: an isolated extreme, not a
+  saturated region) is replaced by its 3x3 median, or, where that median is itself at an
+  extreme, by the Gaussian-weighted mean of its neighbours that are not impulses (normalised
+  convolution, sigma 1 px); every other pixel is kept (a "switching" median filter).
+* The other pixels are noisy too (noise clipped at the data range, as an 8-bit camera or
+  scikit-image's ``random_noise`` with its default clipping gives; or impulses on a noisy
+  image): the extremes carry the sign of the noise, not nothing, and the whole image gets a
+  3x3 median, the classic robust pre-filter.
+
+Measured on 100 held-out photograph pairs per condition (``bruteforce``'s mean rotation error,
+deg, independent generator): salt-and-pepper 0.1 / 0.2 / 0.3 0.34 / 1.31 / 4.82 without the
+repair, 0.04 / 0.14 / 0.65 with the switching median (a whole-image median: 0.09 / 0.24 /
+1.84); clipped Gaussian noise at SNR 0.05 / 0.1 3.41 / 1.32 untouched, 3.03 / 1.25 with the
+whole-image median (the switching filter there: 6.59 / 1.63).
 """
 
 from __future__ import annotations
@@ -19,9 +31,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: share of an image's pixels at its extremes above which it is repaired: 0.5% is 82 pixels of
-#: a 128 px image; continuous noise puts 2 pixels there, salt-and-pepper 0.1 about 19%
+#: share of an image's pixels at its extremes above which it is looked at: 0.5% is 82 pixels
+#: of a 128 px image; continuous noise puts 2 pixels there, salt-and-pepper 0.1 about 19%
 MIN_SHARE = 0.005
+#: roughness above which an image's non-extreme pixels count as noisy: measured on held-out
+#: photographs, clean ones (and clean ones under salt-and-pepper) 0.09-0.69, Gaussian noise at
+#: SNR 0.5 and below 0.81-1.0
+NOISY = 0.75
+
+
+def median3(x: torch.Tensor) -> torch.Tensor:
+    """3x3 median of images ``(B, N, N)`` (edges replicated)."""
+    padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")
+    return F.unfold(padded, 3).median(dim=1).values.reshape(x.shape)
+
+
+def roughness(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per image ``(B,)``: the noise level of the pixels marked ``valid``, from the
+    differences of valid horizontal and vertical neighbours (``sqrt(mean(d^2) / 2)``, which is
+    the standard deviation of white noise), over their standard deviation. About 1 for white
+    noise, well below for a clean photograph."""
+    pairs = [(x[..., :, 1:] - x[..., :, :-1], valid[..., :, 1:] & valid[..., :, :-1]),
+             (x[..., 1:, :] - x[..., :-1, :], valid[..., 1:, :] & valid[..., :-1, :])]
+    sq = sum((d * d * m).sum(dim=(-2, -1)) for d, m in pairs)
+    count = sum(m.sum(dim=(-2, -1)) for _, m in pairs).clamp_min(1)
+    w = valid.to(x.dtype)
+    n = w.sum(dim=(-2, -1)).clamp_min(2)
+    mean = (x * w).sum(dim=(-2, -1)) / n
+    var = (((x - mean[:, None, None]) ** 2) * w).sum(dim=(-2, -1)) / (n - 1)
+    return torch.sqrt(sq / count / 2.0) / var.clamp_min(1e-12).sqrt()
 
 
 def _gaussian_kernel(sigma: float, radius: int, device, dtype) -> torch.Tensor:
@@ -62,22 +100,31 @@ def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, sigma: float = 1.0) -
     return torch.where(impulses, fill, x)
 
 
-def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE) -> torch.Tensor:
-    """Images ``(..., N, N)`` with their impulses repaired where more than ``min_share`` of an
-    image's pixels sit at its extremes; other images are returned as they are (no copy when
-    none needs it)."""
+def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
+                    noisy: float = NOISY) -> torch.Tensor:
+    """Images ``(..., N, N)`` with impulses repaired (see module doc) where more than
+    ``min_share`` of an image's pixels sit at its extremes; other images are returned as they
+    are (no copy when none needs it)."""
     shape = x.shape
     flat = x.reshape(-1, shape[-2], shape[-1])
     lo = flat.amin(dim=(-2, -1), keepdim=True)
     hi = flat.amax(dim=(-2, -1), keepdim=True)
-    share = ((flat == lo) | (flat == hi)).sum(dim=(-2, -1)) / (shape[-1] * shape[-2])
+    extreme = (flat == lo) | (flat == hi)
+    share = extreme.sum(dim=(-2, -1)) / (shape[-1] * shape[-2])
     hit = (share > min_share).nonzero()[:, 0]
     if hit.numel() == 0:
         return x
-    sub = flat[hit]
+    sub, ext = flat[hit], extreme[hit]
+    med = median3(sub)
+    impulses = impulse_mask(sub)
+    # a median that is itself an impulse's value: the mean of the neighbours that are not
+    fill = torch.where((med == lo[hit]) | (med == hi[hit]), fill_impulses(sub, impulses), med)
+    switched = torch.where(impulses, fill, sub)
+    clean_rest = roughness(sub, ~ext) < noisy
     out = flat.clone()
-    out[hit] = fill_impulses(sub, impulse_mask(sub))
+    out[hit] = torch.where(clean_rest[:, None, None], switched, med)
     return out.reshape(shape)
 
 
-__all__ = ["MIN_SHARE", "fill_impulses", "impulse_mask", "repair_impulses"]
+__all__ = ["MIN_SHARE", "NOISY", "fill_impulses", "impulse_mask", "median3",
+           "repair_impulses", "roughness"]

@@ -7,8 +7,10 @@ and **then turned** about the patch centre (``skimage.transform.rotate``, cubic,
 counter-clockwise as displayed); both patches are the window's centre. The shift applied is
 ``R(angle)^-1 t`` for ``t`` integer and uniform in ``[-max_shift, max_shift]`` on each axis, so
 the true shift ``t`` spans the same square as the search does. Noise comes from
-``skimage.util.random_noise``: ``gaussian:SNR`` with variance ``var(patch) / SNR``; the standard
-salt-and-pepper (``saltpepper:P``: its ``salt`` mode at proportion P, then its ``pepper`` mode at
+``skimage.util.random_noise`` with its defaults: ``gaussian:SNR`` with variance
+``var(patch) / SNR``, clipped to [0, 1] as ``random_noise`` does by default (an 8-bit photograph
+saturates: at SNR 0.05 more than half the pixels end at 0 or 1, so the stated SNR is the noise
+added, not what is left); the standard salt-and-pepper (``saltpepper:P``: its ``salt`` mode at proportion P, then its ``pepper`` mode at
 P: the data range's top and bottom, 1 and 0).
 
 Its own texture rule: the mean Sobel gradient magnitude (``skimage.filters.sobel``) inside the
@@ -83,7 +85,7 @@ def _noisy(patch: np.ndarray, spec: str, rng: np.random.Generator) -> np.ndarray
         return patch.copy()
     if noise.kind == "gaussian":
         return util.random_noise(patch, mode="gaussian", var=patch.var() / noise.level,
-                                 clip=False, rng=rng)
+                                 rng=rng)
     if noise.kind != "saltpepper":
         raise InputError(f"the independent generator has no '{spec}' noise")
     salted = util.random_noise(patch, mode="salt", amount=noise.level, rng=rng)

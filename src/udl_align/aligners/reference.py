@@ -17,14 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import geometry
+from ..filters import median3
 from .base import Aligner
 from .correlation import Estimate, to_tensor
-
-
-def median3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 median of images ``(B, N, N)`` (edges replicated)."""
-    padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")
-    return F.unfold(padded, 3).median(dim=1).values.reshape(x.shape)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
