@@ -278,12 +278,12 @@ def test_a_full_disk_gives_one_line_and_no_partial_output(argv, good, tmp_path, 
 def test_an_out_dir_that_cannot_be_made_is_refused_before_any_work(good, tmp_path, capsys,
                                                                      monkeypatch):
     """/proc/x cannot be made: one line, exit 2, before the stack is even opened."""
-    import udl_align.stacks
+    from udl_align import stacks
 
     def never(*args, **kwargs):
         raise AssertionError("the stack was read before the output folder was checked")
 
-    monkeypatch.setattr(udl_align.stacks, "open_particles", never)
+    monkeypatch.setattr(stacks, "open_particles", never)
     code = main(["align", "--stack", str(good / "parts.mrcs"), "--out-dir", "/proc/udl-x",
                  "--method", "bruteforce", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
