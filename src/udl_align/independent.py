@@ -10,8 +10,8 @@ the true shift ``t`` spans the same square as the search does. Noise comes from
 ``skimage.util.random_noise`` with its defaults: ``gaussian:SNR`` with variance
 ``var(patch) / SNR``, clipped to [0, 1] as ``random_noise`` does by default (an 8-bit photograph
 saturates: at SNR 0.05 more than half the pixels end at 0 or 1, so the stated SNR is the noise
-added, not what is left); the standard salt-and-pepper (``saltpepper:P``: its ``salt`` mode at proportion P, then its ``pepper`` mode at
-P: the data range's top and bottom, 1 and 0).
+added, not what is left); the standard salt-and-pepper (``saltpepper:P``: its ``salt`` mode
+at proportion P, then its ``pepper`` mode at P: the data range's top and bottom, 1 and 0).
 
 Its own texture rule: the mean Sobel gradient magnitude (``skimage.filters.sobel``) inside the
 central disc of radius ``size/2 - max_shift`` at least 0.02 and the spread between the 5th and
