@@ -22,16 +22,16 @@ from pathlib import Path
 import torch
 
 from udl_align.aligners import make_aligner
-from udl_align.compare import (
+from udl_align.data.noise import CONDITIONS
+from udl_align.errors import InputError
+from udl_align.io.files import write_json
+from udl_align.metrics import format_table
+from udl_align.pipelines.compare import (
     GENERATORS,
     compare_on_photographs,
     comparison_table,
     plot_comparison,
-    write_json,
 )
-from udl_align.errors import InputError
-from udl_align.metrics import format_table
-from udl_align.noise import CONDITIONS
 
 INTEGER_OPTIONS = ("search_size", "chunk", "angle_samples", "candidates")
 

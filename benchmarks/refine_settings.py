@@ -23,9 +23,10 @@ import torch
 from udl_align.aligners import make_aligner
 from udl_align.aligners.guided import GuidedSearch
 from udl_align.aligners.network import NetworkAligner
-from udl_align.compare import compare_on_photographs, plot_comparison, write_json
+from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
-from udl_align.noise import CONDITIONS
+from udl_align.io.files import write_json
+from udl_align.pipelines.compare import compare_on_photographs, plot_comparison
 
 
 def table(results: dict, names: list[str]) -> str:

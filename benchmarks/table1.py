@@ -24,16 +24,18 @@ import torch
 
 from udl_align.aligners import make_aligner
 from udl_align.aligners.network import NetworkAligner
-from udl_align.compare import (
+from udl_align.data.noise import CONDITIONS
+from udl_align.errors import InputError
+from udl_align.io.files import write_json
+from udl_align.network.checkpoint import load_checkpoint
+from udl_align.pipelines.compare import (
     GENERATORS,
     compare_on_photographs,
     plot_accuracy_vs_time,
     plot_comparison,
-    write_json,
 )
-from udl_align.errors import InputError
-from udl_align.noise import CONDITIONS
-from udl_align.training import TrainConfig, load_checkpoint, train
+from udl_align.training.config import TrainConfig
+from udl_align.training.loop import train
 
 PAPER_UDL = dict(zip(CONDITIONS, (2.57, 4.29, 5.69, 6.49, 3.38, 4.92, 12.10), strict=True))
 PAPER_SUPERVISED = dict(zip(CONDITIONS, (3.87, 6.78, 9.23, 12.27, 5.72, 5.47, 6.10),
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"table1.py: error: {err}", file=sys.stderr)
         return 2
     if "udl" in trained:  # the label-free C against C fitted to each condition's true angles
-        from udl_align.calibration import offset_labelled
         from udl_align.geometry import angle_error
+        from udl_align.network.calibration import offset_labelled
 
         model = methods["udl"].model
         gaps = {}

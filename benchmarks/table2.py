@@ -32,12 +32,15 @@ import torch
 from udl_align.aligners import make_aligner, run_side_by_side
 from udl_align.aligners.network import NetworkAligner
 from udl_align.cli import main as cli
-from udl_align.compare import write_json
+from udl_align.data.particles import read_reference
+from udl_align.data.stacks import open_particles
 from udl_align.errors import InputError
+from udl_align.io.files import write_json
 from udl_align.metrics import score
-from udl_align.stack_align import align_stack, read_reference
-from udl_align.stacks import open_particles
-from udl_align.training import TrainConfig, data_defaults, load_checkpoint, train
+from udl_align.network.checkpoint import load_checkpoint
+from udl_align.pipelines.stack_align import align_stack
+from udl_align.training.config import TrainConfig, data_defaults
+from udl_align.training.loop import train
 
 TEMPLATES = {
     "GroEL": "center1_groel.png",
@@ -124,7 +127,7 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
 
 
 def real_rows(args, out: Path, model: Path | None) -> dict:
-    from udl_align.reference_free import reference_free
+    from udl_align.pipelines.reference_free import reference_free
 
     rows = {}
     for name in REAL:
@@ -181,7 +184,7 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from udl_align.compare import save_figure
+    from udl_align.io.files import save_figure
 
     names = list(results)
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))

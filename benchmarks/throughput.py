@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from udl_align.compare import save_figure, write_json
+from udl_align.io.files import save_figure, write_json
 
 MEASURE = """
 import resource, subprocess, sys, time

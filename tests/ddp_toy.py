@@ -3,7 +3,7 @@
 import sys
 
 from toy import toy_config, toy_sources
-from udl_align.training import train
+from udl_align.training.loop import train
 
 if __name__ == "__main__":
     train(toy_config(), sys.argv[1], progress=False, log=lambda *_: None,

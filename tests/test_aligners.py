@@ -9,9 +9,9 @@ from udl_align.aligners.correlation import (
     fine_peaks,
     ncc_window,
     prepare_reference,
-    to_tensor,
     window_peaks,
 )
+from udl_align.filters import to_tensor
 
 
 def errors(est, truth):
@@ -106,7 +106,7 @@ def test_subpixel_peak_from_fourier_series_beats_parabola(photo):
 
 def test_low_snr_accuracy_with_prefilter(photo):
     """At SNR 0.1 the exhaustive search still finds textured angles within a few degrees."""
-    from udl_align.noise import parse_noise
+    from udl_align.data.noise import parse_noise
 
     rng = np.random.default_rng(5)
     from conftest import cut_pair
@@ -202,7 +202,7 @@ class FixedOutputs(torch.nn.Module):
 
     def __init__(self, outputs: torch.Tensor) -> None:
         super().__init__()
-        from udl_align.models import preset
+        from udl_align.network.models import preset
 
         self.cfg = preset("cpu")
         self.outputs = torch.nn.Parameter(outputs, requires_grad=False)
@@ -227,10 +227,10 @@ def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pai
                                                                     capsys):
     """A checkpoint whose label-free calibration shows nothing learned (few closed 3-cycles, or
     a collapsed output) is not trusted by --refine, however sure its outputs are."""
-    from udl_align.aligners.network import DEFAULT_MODEL, NetworkAligner, untrusted
+    from udl_align.aligners.network import NetworkAligner, untrusted
     from udl_align.cli import main
-    from udl_align.io import Pairs, write_pairs
-    from udl_align.training import load_checkpoint, save_checkpoint
+    from udl_align.io.pairs import Pairs, write_pairs
+    from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
 
     assert untrusted({"cycles_within_15deg": 0.95, "output_resultant": 0.05}) == ""
     assert "3-cycles" in untrusted({"cycles_within_15deg": 0.2, "output_resultant": 0.1})

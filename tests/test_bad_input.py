@@ -46,8 +46,8 @@ def pairs(path, a, b):
 
 def bad_checkpoint(path):
     """A checkpoint whose weights are those of a 64 px network under a 96 px config."""
-    from udl_align.models import AlignNet, preset
-    from udl_align.training import CHECKPOINT_FORMAT
+    from udl_align.network.checkpoint import CHECKPOINT_FORMAT
+    from udl_align.network.models import AlignNet, preset
 
     cfg = preset("cpu")
     net = cfg.to_dict()
@@ -265,7 +265,7 @@ def test_a_full_disk_gives_one_line_and_no_partial_output(argv, good, tmp_path, 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("udl_align.io.os.fsync", full)
+    monkeypatch.setattr("udl_align.io.files.os.fsync", full)
     out = tmp_path / "out"
     out.mkdir()
     code = main([*argv(good, out), "--quiet"])
@@ -278,7 +278,7 @@ def test_a_full_disk_gives_one_line_and_no_partial_output(argv, good, tmp_path, 
 def test_an_out_dir_that_cannot_be_made_is_refused_before_any_work(good, tmp_path, capsys,
                                                                      monkeypatch):
     """/proc/x cannot be made: one line, exit 2, before the stack is even opened."""
-    from udl_align import stacks
+    from udl_align.data import stacks
 
     def never(*args, **kwargs):
         raise AssertionError("the stack was read before the output folder was checked")

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from udl_align.aligners import make_aligner
+from udl_align.data.noise import parse_noise
 from udl_align.filters import NOISY, impulse_mask, median3, repair_impulses, roughness
 from udl_align.geometry import angle_error
-from udl_align.noise import parse_noise
 
 
 def test_continuous_noise_passes_through_untouched(photo):

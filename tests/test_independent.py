@@ -4,7 +4,7 @@ from PIL import Image
 
 from udl_align import geometry
 from udl_align.aligners import make_aligner
-from udl_align.independent import independent_pairs, shift_for, truth_from_shift_then_turn
+from udl_align.data.independent import independent_pairs, shift_for, truth_from_shift_then_turn
 
 
 @pytest.fixture(scope="module")

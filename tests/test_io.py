@@ -15,27 +15,16 @@ import starfile
 from PIL import Image
 
 from conftest import CHIMERA_STAMP, MAP_ID_AT, STAMP_AT, patched, write_cs
-from udl_align import io
 from udl_align.errors import InputError, InputWarning
-from udl_align.io import (
-    MrcStack,
-    Pairs,
-    atomic_output,
-    check_finite,
-    check_out_dir,
+from udl_align.io import files as io
+from udl_align.io.files import atomic_output, check_finite, check_out_dir
+from udl_align.io.images import list_images, read_image, read_npy
+from udl_align.io.mrc import MrcStack, read_mrc, read_mrc_header, write_mrc
+from udl_align.io.pairs import Pairs, read_estimates, read_pairs, write_estimates, write_pairs
+from udl_align.io.particle_files import (
     check_stacks_exist,
-    list_images,
-    read_estimates,
-    read_image,
-    read_mrc,
-    read_mrc_header,
-    read_npy,
-    read_pairs,
     read_particles_cs,
     read_particles_star,
-    write_estimates,
-    write_mrc,
-    write_pairs,
     write_particles_star,
 )
 

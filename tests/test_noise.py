@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from udl_align.data.noise import CONDITIONS, measured_snr, parse_noise
 from udl_align.errors import InputError
-from udl_align.noise import CONDITIONS, measured_snr, parse_noise
 
 
 @pytest.mark.parametrize("snr", [0.5, 0.1, 0.05])

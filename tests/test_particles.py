@@ -8,8 +8,8 @@ from PIL import Image
 
 from conftest import blob_average
 from udl_align import geometry as g
-from udl_align.ctf import ctf, electron_wavelength
-from udl_align.particles import ParticleSynth, isolate, load_template, measured_snr
+from udl_align.data.ctf import ctf, electron_wavelength
+from udl_align.data.particles import ParticleSynth, isolate, load_template, measured_snr
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_synth_cryoem_writes_stack_reference_and_relion_star(template_png, tmp_p
 
 
 def test_a_map_is_projected(tmp_path):
-    from udl_align.io import write_mrc
+    from udl_align.io.mrc import write_mrc
 
     vol = np.zeros((32, 32, 32), np.float32)
     vol[10:20, 12:18, 14:24] = 1.0

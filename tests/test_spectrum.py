@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import blob_average
 from udl_align import geometry as g
 from udl_align.cli import main
-from udl_align.training import prepare_input
+from udl_align.network.inputs import prepare_input
 
 
 def particle(n: int = 64) -> np.ndarray:
@@ -66,8 +66,8 @@ def particle_star(tmp_path):
 
 
 def test_stack_pairs_are_two_particles_with_their_true_relative_transform(particle_star):
-    from udl_align.particle_pairs import StackPairSource
-    from udl_align.stacks import open_particles
+    from udl_align.data.stack_pairs import StackPairSource
+    from udl_align.data.stacks import open_particles
 
     source = StackPairSource(open_particles(particle_star), seed=1)
     batch = source.sample(6)
@@ -86,7 +86,7 @@ def test_stack_pairs_are_two_particles_with_their_true_relative_transform(partic
 
 def test_train_on_a_stack_starts_from_the_shipped_model_and_aligns(particle_star, tmp_path,
                                                                      capsys):
-    from udl_align.aligners.network import DEFAULT_MODEL
+    from udl_align.network.checkpoint import DEFAULT_MODEL
 
     model = tmp_path / "m.pt"
     assert main(["train", "--data", str(particle_star), "--out", str(model), "--steps", "3",
@@ -127,7 +127,7 @@ def test_group_by_needs_the_column(particle_star, tmp_path, capsys):
 
 
 def test_split_views_share_content_but_not_noise():
-    from udl_align.training import split_noise
+    from udl_align.training.loop import split_noise
 
     rng = np.random.default_rng(0)
     noise = torch.from_numpy(rng.standard_normal((4, 64, 64)).astype(np.float32))
@@ -140,9 +140,9 @@ def test_split_views_share_content_but_not_noise():
 
 
 def test_reference_pairs_take_the_reference_onto_each_particle(particle_star):
-    from udl_align.particle_pairs import StackPairSource
-    from udl_align.stack_align import read_reference
-    from udl_align.stacks import open_particles
+    from udl_align.data.particles import read_reference
+    from udl_align.data.stack_pairs import StackPairSource
+    from udl_align.data.stacks import open_particles
 
     particles = open_particles(particle_star)
     reference = read_reference(particle_star.with_name("parts_reference.mrc"), particles.size)

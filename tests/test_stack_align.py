@@ -36,7 +36,7 @@ def assert_names_lead_to(star, stack, indices):
     """The output STAR's rlnImageName resolve, from another folder, to ``stack``'s images."""
     import os
 
-    from udl_align.stacks import open_particles
+    from udl_align.data.stacks import open_particles
 
     here = os.getcwd()
     try:
@@ -168,7 +168,7 @@ def test_two_processes_under_torchrun_write_what_one_writes(stack, tmp_path):
 
 
 def test_reading_ahead_with_workers_changes_nothing(stack, tmp_path):
-    from udl_align.stacks import open_particles
+    from udl_align.data.stacks import open_particles
 
     particles = open_particles(stack)
     plain = list(particles.batches(5))

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from udl_align import geometry as g
+from udl_align.data.photos import NaturalPairSource, generate_natural_pairs, select_split, split_of
 from udl_align.errors import InputError
-from udl_align.synth import NaturalPairSource, generate_natural_pairs, select_split, split_of
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_photographs_are_checked_up_front(tmp_path, photo_dir):
 
 
 def test_linked_sub_folders_are_followed_once(tmp_path, photo_dir):
-    from udl_align.io import list_images
+    from udl_align.io.images import list_images
 
     root = tmp_path / "root"
     root.mkdir()

@@ -5,9 +5,12 @@ from PIL import Image
 
 from udl_align import geometry as g
 from udl_align.aligners import BruteForce
-from udl_align.losses import circular_distance, range_penalty, supervised_loss, udl_loss
-from udl_align.models import AlignNet, preset
-from udl_align.training import TrainConfig, load_checkpoint, prepare_input, train, udl_batch
+from udl_align.network.checkpoint import load_checkpoint
+from udl_align.network.inputs import prepare_input
+from udl_align.network.losses import circular_distance, range_penalty, supervised_loss, udl_loss
+from udl_align.network.models import AlignNet, preset
+from udl_align.training.config import TrainConfig
+from udl_align.training.loop import train, udl_batch
 
 
 def test_circular_loss_is_periodic_and_zero_at_the_truth():
@@ -63,7 +66,7 @@ def test_prepare_input_resamples_standardises_and_masks():
 
 
 def test_mask_module_stride_and_old_checkpoints():
-    from udl_align.models import NetConfig
+    from udl_align.network.models import NetConfig
 
     net = AlignNet(preset("cpu", mask_stride=2))
     x = torch.randn(3, 1, 64, 64)
@@ -72,7 +75,7 @@ def test_mask_module_stride_and_old_checkpoints():
 
 
 def test_folding_batchnorm_keeps_the_outputs():
-    from udl_align.models import fused_for_inference
+    from udl_align.network.models import fused_for_inference
 
     torch.manual_seed(0)
     net = AlignNet(preset("cpu"))
@@ -125,7 +128,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(photo_dir, tmp_path):
     # an exported (inference-only) model aligns but refuses to resume
     from udl_align.aligners.network import NetworkAligner
     from udl_align.errors import InputError
-    from udl_align.training import export_for_inference, save_checkpoint
+    from udl_align.network.checkpoint import export_for_inference, save_checkpoint
 
     save_checkpoint(tmp_path / "x.pt", export_for_inference(state))
     assert NetworkAligner.from_checkpoint(tmp_path / "x.pt").offset == state["offset"]
@@ -149,8 +152,8 @@ def test_pair_making_workers_are_seeded(photo_dir, tmp_path):
 def test_symmetry_multiplies_the_head_angle():
     """A C_n network's head angle is n times its raw one; a 2-vector keeps its length (its
     confidence), and the config refuses nonsense."""
-    from udl_align.losses import angle_of
-    from udl_align.models import NetConfig, multiply_angle
+    from udl_align.network.losses import angle_of
+    from udl_align.network.models import NetConfig, multiply_angle
 
     raw = torch.tensor([[0.6, 0.8], [-2.0, 0.5], [0.1, -0.3]])
     for n in (1, 2, 3):
@@ -202,7 +205,7 @@ def test_bad_model_files_give_one_line(tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00garbage")
     # a checkpoint whose weights belong to another input size than its config says
-    from udl_align.training import CHECKPOINT_FORMAT, save_checkpoint
+    from udl_align.network.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
     other = tmp_path / "other.pt"
     save_checkpoint(other, {"format": CHECKPOINT_FORMAT, "net": preset("cpu").to_dict(),
@@ -254,7 +257,8 @@ def toy_model(tmp_path_factory):
 
 
 def test_udl_learns_rotation_without_labels(toy_model):
-    from udl_align.training import model_from_checkpoint, predict_angles
+    from udl_align.network.checkpoint import model_from_checkpoint
+    from udl_align.network.predict import predict_angles
 
     state, source = toy_model
     model = model_from_checkpoint(state)
@@ -267,8 +271,8 @@ def test_udl_learns_rotation_without_labels(toy_model):
 
 
 def test_label_free_offset_agrees_with_labelled(toy_model):
-    from udl_align.calibration import offset_labelled
-    from udl_align.training import model_from_checkpoint
+    from udl_align.network.calibration import offset_labelled
+    from udl_align.network.checkpoint import model_from_checkpoint
 
     state, source = toy_model
     test = source.sample(200)
@@ -357,7 +361,8 @@ def test_a_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_
 
 
 def toy_error(state, source) -> float:
-    from udl_align.training import model_from_checkpoint, predict_angles
+    from udl_align.network.checkpoint import model_from_checkpoint
+    from udl_align.network.predict import predict_angles
 
     model = model_from_checkpoint(state)
     test = source.sample(200)

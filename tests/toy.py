@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from udl_align import geometry
-from udl_align.noise import parse_noise
-from udl_align.synth import PairBatch
+from udl_align.data.noise import parse_noise
+from udl_align.data.sources import PairBatch
 
 
 class ToySource:
@@ -86,7 +86,7 @@ TOY_STEPS = 400
 
 
 def toy_config(steps: int = TOY_STEPS):
-    from udl_align.training import TrainConfig
+    from udl_align.training.config import TrainConfig
 
     return TrainConfig(steps=steps, batch_size=16, val_pairs=128, val_every=steps, seed=2,
                        calib_groups=128, noise="clean", disturb_shift=1.0, net=TOY_NET)

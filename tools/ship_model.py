@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from udl_align.aligners.network import DEFAULT_MODEL
-from udl_align.io import atomic_output
-from udl_align.training import export_for_inference, load_checkpoint, save_checkpoint
+from udl_align.io.files import atomic_output
+from udl_align.network.checkpoint import (
+    DEFAULT_MODEL,
+    export_for_inference,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import InputError
+from udl_align.errors import InputError
 
 
 @dataclass(frozen=True)

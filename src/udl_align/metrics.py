@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import angle_error
+from udl_align.geometry import angle_error
 
 #: an angle is "right" below this error (degrees) when the shift error is reported separately
 RIGHT_ANGLE_DEG = 5.0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from .base import Aligner, run_aligner, run_side_by_side
-from .bruteforce import BruteForce
-from .correlation import Estimate
-from .emaf import Emaf
-from .fourier_mellin import FourierMellin
-from .reference import ReferenceSearch
+from udl_align.aligners.base import Aligner, Estimate, run_aligner, run_side_by_side
+from udl_align.aligners.bruteforce import BruteForce
+from udl_align.aligners.emaf import Emaf
+from udl_align.aligners.fourier_mellin import FourierMellin
+from udl_align.aligners.reference import ReferenceSearch
 
 CLASSICAL = {cls.name: cls for cls in (BruteForce, FourierMellin, Emaf)}
 #: aligners for measuring, not for use: too slow for a stack

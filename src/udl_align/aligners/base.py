@@ -4,13 +4,48 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import checked_device
-from .correlation import Estimate, Preprocess, refine_prepared, to_tensor
+from udl_align import geometry
+from udl_align.aligners.correlation import Preprocess, refine_prepared
+from udl_align.errors import checked_device
+from udl_align.filters import to_tensor
+
+
+@dataclass
+class Estimate:
+    """Per-pair result of an aligner: the transform taking ``a`` onto ``b`` and a score."""
+
+    angle: np.ndarray
+    tx: np.ndarray
+    ty: np.ndarray
+    score: np.ndarray
+
+    @classmethod
+    def from_tensors(cls, angle, tx, ty, score) -> Estimate:
+        def arr(v):
+            return v.detach().cpu().double().numpy()
+
+        return cls(geometry.wrap360(arr(angle)), arr(tx), arr(ty), arr(score))
+
+    @classmethod
+    def merge(cls, take_first: np.ndarray, first: Estimate, second: Estimate) -> Estimate:
+        """Rows of ``first`` where ``take_first``, of ``second`` elsewhere, in order."""
+        out = []
+        for f in ("angle", "tx", "ty", "score"):
+            v = np.empty(len(take_first))
+            v[take_first], v[~take_first] = getattr(first, f), getattr(second, f)
+            out.append(v)
+        return cls(*out)
+
+    @classmethod
+    def concat(cls, parts: list[Estimate]) -> Estimate:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("angle", "tx", "ty", "score")))
 
 
 class Aligner:

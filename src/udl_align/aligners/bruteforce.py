@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import Aligner
-from .correlation import (
-    Estimate,
-    fourier_crop,
+from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.correlation import (
     prepare_reference,
     refine_prepared,
     score_angles,
     top_peaks,
 )
-from .guided import cropped_size
+from udl_align.aligners.guided import cropped_size
+from udl_align.filters import fourier_crop
 
 
 class BruteForce(Aligner):

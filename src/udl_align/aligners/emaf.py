@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import geometry
-from .base import Aligner
-from .correlation import Estimate, correntropy, mask_radius, shift_step
-from .spectral import centred_magnitude, low_band
+from udl_align import geometry
+from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.correlation import correntropy, mask_radius, shift_step
+from udl_align.aligners.spectral import centred_magnitude, low_band
 
 
 def spectrum_orientation(power: torch.Tensor, radius: float) -> torch.Tensor:

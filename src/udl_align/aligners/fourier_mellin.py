@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import Aligner
-from .correlation import Estimate, parabola_offset, prepare_reference
-from .spectral import centred_magnitude, low_band, polar_resample, settle_half_turn
+from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.correlation import parabola_offset, prepare_reference
+from udl_align.aligners.spectral import (
+    centred_magnitude,
+    low_band,
+    polar_resample,
+    settle_half_turn,
+)
 
 
 class FourierMellin(Aligner):

@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import torch
 
-from .. import geometry
-from .correlation import (
-    Estimate,
+from udl_align import geometry
+from udl_align.aligners.base import Estimate
+from udl_align.aligners.correlation import (
     Reference,
     best_angle,
-    fourier_crop,
     prepare_reference,
     score_angles,
     top_peaks,
 )
+from udl_align.filters import fourier_crop
 
 
 def cropped_size(n: int, size: int | None) -> int:

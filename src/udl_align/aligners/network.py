@@ -16,18 +16,17 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
-from ..models import AlignNet, fused_for_inference, to_device
-from .base import Aligner
-from .correlation import (
-    Estimate,
-    fourier_crop,
-    prepare_reference,
-    score_angles,
-    shift_step,
-    to_tensor,
-)
-from .guided import GuidedSearch, cropped_size
+from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.correlation import prepare_reference, score_angles, shift_step
+from udl_align.aligners.guided import GuidedSearch, cropped_size
+from udl_align.errors import InputError
+from udl_align.filters import fourier_crop, to_tensor
+from udl_align.network.calibration import confidence
+from udl_align.network.checkpoint import load_checkpoint, model_from_checkpoint, resolve_model_path
+from udl_align.network.inputs import model_input
+from udl_align.network.losses import angle_of
+from udl_align.network.models import AlignNet, fused_for_inference, to_device
+from udl_align.network.predict import predict_outputs
 
 #: label-free signs that a network learned nothing (see ``calibration.offset_label_free``):
 #: ``--refine`` then takes none of its angles on trust. The shipped natural model closes 95% of
@@ -36,18 +35,8 @@ from .guided import GuidedSearch, cropped_size
 MIN_CYCLES_CLOSED = 0.5
 MAX_OUTPUT_RESULTANT = 0.9
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL = WEIGHTS / "natural_cpu.pt"
 
 
-def resolve_model_path(name: str | Path) -> Path:
-    """``default`` names the model shipped in the package; anything else is a path."""
-    if str(name) == "default":
-        if not DEFAULT_MODEL.exists():
-            raise InputError("the default model is not installed with this package",
-                             DEFAULT_MODEL)
-        return DEFAULT_MODEL
-    return Path(name)
 
 
 class NetworkAligner(Aligner):
@@ -81,7 +70,6 @@ class NetworkAligner(Aligner):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> NetworkAligner:
-        from ..training import load_checkpoint, model_from_checkpoint
 
         path = resolve_model_path(path)
         state = load_checkpoint(path)
@@ -106,9 +94,6 @@ class NetworkAligner(Aligner):
     def network_estimate(self, a: torch.Tensor, b: torch.Tensor):
         """The network's angles (offset C removed) and confidences (``calibration.confidence``;
         infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
-        from ..calibration import confidence
-        from ..losses import angle_of
-        from ..training import model_input, predict_outputs
 
         cfg = self.model.cfg
         out = predict_outputs(self.model, model_input(cfg, a), model_input(cfg, b))
@@ -197,5 +182,4 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
     return torch.remainder(best, 360.0)
 
 
-__all__ = ["NetworkAligner", "pick_turn", "resolve_model_path", "untrusted",
-           "DEFAULT_MODEL"]
+__all__ = ["NetworkAligner", "pick_turn", "untrusted"]

@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import geometry
-from ..filters import median3
-from .base import Aligner
-from .correlation import Estimate, to_tensor
+from udl_align import geometry
+from udl_align.aligners.base import Aligner, Estimate
+from udl_align.filters import median3, to_tensor
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

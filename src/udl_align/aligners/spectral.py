@@ -7,8 +7,8 @@ import math
 
 import torch
 
-from .. import geometry
-from .correlation import Reference, shift_step
+from udl_align import geometry
+from udl_align.aligners.correlation import Reference, shift_step
 
 
 def centred_magnitude(x: torch.Tensor, power: float = 1.0) -> torch.Tensor:

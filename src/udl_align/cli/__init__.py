@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError, one_line_warnings
-from . import align, demo, evaluate, synth, train
+from udl_align.cli import align, demo, evaluate, synth, train
+from udl_align.errors import InputError, one_line_warnings
 
 DESCRIPTION = ("Unsupervised rigid alignment of noisy images (UDL): make synthetic data, train a "
                "network without labels, align pairs or particle stacks, score the estimates. "

@@ -8,10 +8,16 @@ import sys
 
 import numpy as np
 
-from ..aligners import CLASSICAL, make_aligner, run_aligner
-from ..aligners.network import NetworkAligner
-from ..errors import InputError
-from ..io import check_out_dir, check_writable, read_pairs, write_estimates
+from udl_align import distributed
+from udl_align.aligners import CLASSICAL, make_aligner, run_aligner
+from udl_align.aligners.network import NetworkAligner
+from udl_align.data.particles import read_reference
+from udl_align.data.stacks import open_particles
+from udl_align.errors import InputError
+from udl_align.io.files import check_out_dir, check_writable
+from udl_align.io.pairs import read_pairs, write_estimates
+from udl_align.pipelines.reference_free import reference_free
+from udl_align.pipelines.stack_align import align_stack
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -107,9 +113,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def align_particles(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..stack_align import align_stack, read_reference
-    from ..stacks import open_particles
 
     if not args.out_dir:
         raise InputError("--stack needs --out-dir")
@@ -125,7 +128,6 @@ def align_particles(args: argparse.Namespace) -> int:
         reference = read_reference(args.reference, particles.size)
         record = {"reference": args.reference}
     else:
-        from ..reference_free import reference_free
 
         reference, history = reference_free(particles, aligner, batch_size,
                                             rounds=args.rounds, progress=not args.quiet)

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import geometry
-from ..aligners import CLASSICAL, make_aligner
-from ..aligners.network import DEFAULT_MODEL, NetworkAligner
-from ..compare import (
+from udl_align import geometry
+from udl_align.aligners import CLASSICAL, make_aligner
+from udl_align.aligners.network import NetworkAligner
+from udl_align.errors import InputError
+from udl_align.io.files import all_or_nothing, save_figure, write_json
+from udl_align.network.checkpoint import DEFAULT_MODEL
+from udl_align.pipelines.compare import (
     compare_on_photographs,
     comparison_table,
     plot_accuracy_vs_time,
     plot_comparison,
-    save_figure,
-    write_json,
 )
-from ..errors import InputError
-from ..io import all_or_nothing
 
 #: licence-clean photographs shipped inside scikit-image (no network needed)
 DEMO_PHOTOS = ("astronaut.png", "camera.png", "coffee.png", "chelsea.png", "motorcycle_left.png")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InputError
-from ..io import atomic_output, check_writable, read_estimates, read_pairs
-from ..metrics import format_table, score
+from udl_align.errors import InputError
+from udl_align.io.files import atomic_output, check_writable
+from udl_align.io.pairs import read_estimates, read_pairs
+from udl_align.metrics import format_table, score
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

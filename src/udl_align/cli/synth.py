@@ -10,17 +10,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import geometry
-from ..io import (
-    Pairs,
-    all_or_nothing,
-    check_writable,
-    mrc_stack_writer,
-    write_mrc,
-    write_pairs,
-    write_particles_star,
-)
-from ..synth import generate_natural_pairs
+from udl_align import geometry
+from udl_align.data.particles import ParticleSynth, load_template
+from udl_align.data.photos import generate_natural_pairs
+from udl_align.errors import InputError
+from udl_align.io.files import all_or_nothing, check_writable
+from udl_align.io.mrc import mrc_stack_writer, write_mrc
+from udl_align.io.pairs import Pairs, write_pairs
+from udl_align.io.particle_files import write_particles_star
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +81,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cryoem(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..particles import ParticleSynth, load_template
 
     if args.n < 1 or args.size < 16:
         raise InputError("--n must be at least 1 and --size at least 16")

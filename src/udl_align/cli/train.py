@@ -6,18 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import InputError
-from ..io import read_pairs
-from ..models import INPUTS, PRESETS
-from ..training import (
+from udl_align.errors import InputError
+from udl_align.io.pairs import read_pairs
+from udl_align.network.calibration import offset_labelled
+from udl_align.network.checkpoint import model_from_checkpoint, save_checkpoint
+from udl_align.network.models import INPUTS, PRESETS
+from udl_align.training.config import (
     OBJECTIVES,
     PARTICLE_DEFAULTS,
     TrainConfig,
     data_defaults,
     is_particle_data,
-    save_checkpoint,
-    train,
 )
+from udl_align.training.loop import train
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -152,8 +153,6 @@ def main(args: argparse.Namespace) -> int:
     if not state:  # a rank other than 0 under torchrun: rank 0 writes and reports
         return 0
     if calib is not None:
-        from ..calibration import offset_labelled
-        from ..training import model_from_checkpoint
 
         info = offset_labelled(model_from_checkpoint(state), calib.a, calib.b, calib.angle)
         info["method"] = f"labelled ({args.calibrate_with})"

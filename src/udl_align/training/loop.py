@@ -18,109 +18,39 @@ of ``F(A) - F(B)`` is ``(a2 - a1) - (b2 - b1)``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from . import distributed, geometry
-from .aligners.correlation import gaussian_lowpass, image_std, standardise
-from .errors import InputError, checked_device
-from .filters import repair_impulses
-from .io import atomic_output, check_writable, read_pairs
-from .losses import angle_of, stn_loss, supervised_loss, udl_loss
-from .models import AlignNet, NetConfig, preset, to_device
-from .synth import NaturalPairSource, PairFileSource
-
-CHECKPOINT_FORMAT = "udl-align-model/1"
-OBJECTIVES = ("udl", "supervised", "stn")
-
-
-@dataclass
-class TrainConfig:
-    objective: str = "udl"
-    preset: str = "cpu"
-    images: str = ""  # folder of photographs (the natural-image generator) or a pairs .npz
-    init: str = ""  # checkpoint whose weights (and network config) start the run: fine-tuning
-    noise: str = "mix"
-    source_size: int = 128  # pairs are made at this size, then resampled to the model's
-    max_shift: int = 10
-    disturb_shift: float = 5.0  # UDL disturbance shift range (source pixels), as the authors
-    batch_size: int = 32
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_step: int = 12000  # lr x lr_gamma every lr_step steps (the paper's schedule)
-    lr_gamma: float = 0.8
-    steps: int | None = 1000  # None on resume: keep the run's saved budget
-    minutes: float | None = None
-    seed: int = 0
-    checkpoint_minutes: float = 3.0
-    checkpoint_steps: int = 0  # also a checkpoint every this many steps (0: by time only)
-    val_pairs: int = 64
-    val_every: int = 100
-    calib_groups: int = 256  # unlabelled view triples for the label-free offset C
-    device: str = "cpu"  # where the network trains ("cuda" for a GPU); pairs are made on CPU
-    workers: int = 0  # processes making pairs beside the training one (a GPU outruns one)
-    group_by: str = ""  # particle stacks: pair particles only within groups of this STAR column
-    split_views: bool = False  # UDL's A and B from the even / odd pixels (see udl_batch)
-    reference: str = ""  # particle stacks: pairs are (this reference, a particle)
-    net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = set(cls.__dataclass_fields__)
-        clean = {k: tuple(v) if k == "betas" else v for k, v in d.items() if k in names}
-        return cls(**clean)
-
+from udl_align import distributed, geometry
+from udl_align.errors import InputError, checked_device
+from udl_align.filters import repair_impulses
+from udl_align.io.files import check_writable
+from udl_align.network.calibration import confidence_floor, offset_label_free
+from udl_align.network.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    resolve_model_path,
+    save_checkpoint,
+)
+from udl_align.network.inputs import input_mask, model_input
+from udl_align.network.losses import stn_loss, supervised_loss, udl_loss
+from udl_align.network.models import AlignNet, NetConfig, preset, to_device
+from udl_align.network.predict import predict_angles
+from udl_align.training.config import CALIBRATION, OBJECTIVES, VALIDATION, TrainConfig
+from udl_align.training.sources import batch_stream, default_sources
 
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
 
 
-def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    return torch.as_tensor(geometry.soft_circular_mask(size, size / 2 - 1, edge=size / 16),
-                           device=device)
 
 
-def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None,
-                  kind: str = "image", lowpass: float = 0.0):
-    """``(B, S, S)`` -> ``(B, size, size)``: repair impulses, resample, standardise, mask (see
-    module doc).
-
-    ``kind="spectrum"``: the background level (mean outside the mask) is subtracted instead of
-    the mean, so a centred particle on flat background leaves no fixed disc behind that would
-    mix with it (the spectrum would then change with the particle's shift); then
-    ``log(1 + |FFT|)``, centred (``fftshift``), standardised and masked again (the disc keeps
-    frequencies up to Nyquist in every direction alike).
-    """
-    x = repair_impulses(images[:, None] if images.dim() == 3 else images)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    x = x[:, 0]
-    if lowpass > 0:
-        x = gaussian_lowpass(x, lowpass)
-    mask = input_mask(size, x.device) if mask is None else mask
-    if kind != "spectrum":
-        return standardise(x, floor=1e-6) * mask
-    outside = mask < 0.5
-    level = x[:, outside].mean(dim=1)[:, None, None]
-    x = (x - level) / image_std(x).clamp_min(1e-6) * mask
-    spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs()
-    return standardise(torch.log1p(spectrum), floor=1e-6) * mask
 
 
-def model_input(cfg: NetConfig, images: torch.Tensor, mask: torch.Tensor | None = None):
-    """What network ``cfg`` takes: :func:`prepare_input` at its size, of its kind, filtered."""
-    return prepare_input(images, cfg.size, mask, cfg.input, cfg.input_lowpass)
 
 
 def disturb(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -169,41 +99,12 @@ def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch
 # --------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-    except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(f"not a readable udl-align checkpoint: {type(exc).__name__}",
-                         path) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError("not a udl-align checkpoint (unknown format)", path)
-    return state
 
 
-def export_for_inference(state: dict) -> dict:
-    """A checkpoint without optimiser, scheduler and random states: what ``align`` needs (the
-    config, weights, offset C) plus the record of how it was trained. Cannot be resumed."""
-    keep = ("format", "net", "train", "model", "step", "history", "train_seconds", "offset",
-            "offset_info", "confidence_floor")
-    return {k: state[k] for k in keep if k in state}
 
 
-def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> AlignNet:
-    model = AlignNet(NetConfig.from_dict(state["net"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError:  # e.g. weights of a 128 px network under a 64 px config
-        raise InputError(f"its weights do not fit its network config (input size "
-                         f"{state['net'].get('size')} px)", path) from None
-    return model.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,21 +112,8 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Align
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def predict_outputs(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
-    """Raw head outputs (on CPU) for already prepared inputs, in eval mode."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)).cpu()
-           for i in range(0, len(a), batch)]
-    model.train(was_training)
-    return torch.cat(out)
 
 
-def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
-    """Raw network angles (degrees, offset C not removed, on CPU) for prepared inputs."""
-    return angle_of(predict_outputs(model, a, b, batch), model.cfg.head)
 
 
 def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
@@ -245,106 +133,20 @@ def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------------------------
 
 
-VALIDATION = 10_000  # seed offsets of the validation and calibration sources
-CALIBRATION = 20_000
 
 
-def is_particle_data(path: str | Path) -> bool:
-    """A particle stack, or a STAR or cryoSPARC ``.cs`` file naming stacks (rather than
-    photographs or a pairs file)."""
-    return Path(path).suffix.lower() in (".mrcs", ".mrc", ".star", ".cs")
 
 
-#: what differs by default when training on particles:
-#: - the start: the shipped natural-image UDL model. From random weights the network's output
-#:   hardly turns with a particle, and at a constant output the expected gradient of the UDL
-#:   loss is zero (its targets are symmetric on the circle whatever the input): every run from
-#:   scratch stayed at a constant (loss at chance), on clean particles too, while the natural
-#:   model fine-tuned on clean particles reached 5 deg in 5 minutes;
-#: - image input: spectra do not start learning under UDL even from photographs;
-#: - rotation-only disturbances, as the authors' cryo-EM code (a shifted frame's border enters
-#:   the network's mask, and its seam gives the disturbance away: measured, a training loss of
-#:   55 deg with a validation error at chance);
-#: - the input low-pass and split views (see NetConfig.input_lowpass and udl_batch).
-PARTICLE_DEFAULTS = {"input": "image", "disturb_shift": 0.0, "input_lowpass": 0.25,
-                     "split_views": True, "init": "default"}
 
 
-def data_defaults(path: str | Path) -> dict:
-    """The training settings (``PARTICLE_DEFAULTS``' keys) suited to the data at ``path``."""
-    if is_particle_data(path):
-        return dict(PARTICLE_DEFAULTS)
-    return {"input": "image", "disturb_shift": TrainConfig.disturb_shift, "input_lowpass": 0.0,
-            "split_views": False, "init": ""}
 
 
-def default_sources(cfg: TrainConfig):
-    """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
-    split; new pairs at every step), the pairs of a ``.npz``, or pairs of particles of a stack
-    or STAR (:mod:`.particle_pairs`); the last two hold a tenth out for validation."""
-    path = Path(cfg.images)
-    if is_particle_data(path):
-        from .particle_pairs import StackPairSource
-        from .stacks import open_particles
-
-        particles = open_particles(path)
-        if cfg.objective == "supervised" and particles.transforms() is None:
-            raise InputError("has no rlnAnglePsi and origins: supervised training needs "
-                             "them", path)
-        reference = None
-        if cfg.reference:
-            from .stack_align import read_reference
-
-            reference = read_reference(cfg.reference, particles.size)
-        return lambda c, offset: StackPairSource(
-            particles, seed=c.seed + offset, group_by=c.group_by, reference=reference,
-            part="val" if offset == VALIDATION else "train")
-    if path.suffix.lower() != ".npz":
-        return lambda c, offset: NaturalPairSource(
-            c.images, size=c.source_size, noise=c.noise, max_shift=c.max_shift,
-            seed=c.seed + offset, split="train")
-    pairs = read_pairs(path)
-    if cfg.objective == "supervised" and not pairs.has_truth:
-        raise InputError("has no true angles: supervised training needs them", path)
-    return lambda c, offset: PairFileSource(pairs, seed=c.seed + offset,
-                                            part="val" if offset == VALIDATION else "train")
 
 
-WORKER_SEEDS = 1_000_000  # seed offsets of pair-making processes: far from the split offsets
 
 
-class _SourceBatches(torch.utils.data.IterableDataset):
-    """Endless batches of one source per worker process, each seeded from the run's seed, the
-    step the workers started at (a resumed run draws new pairs) and the worker's number."""
-
-    def __init__(self, make_source, cfg: TrainConfig, start_step: int):
-        super().__init__()
-        self.make_source, self.cfg, self.start_step = make_source, cfg, start_step
-
-    def __iter__(self):
-        worker = torch.utils.data.get_worker_info()
-        offset = WORKER_SEEDS * (1 + (worker.id if worker else 0)) + self.start_step
-        source = self.make_source(self.cfg, offset)
-        while True:
-            yield source.sample(self.cfg.batch_size)
 
 
-def batch_stream(make_source, cfg: TrainConfig, source, start_step: int):
-    """The training batches: from ``source`` in this process (reproducible to the pair, and
-    resumed from its saved random state), or from ``cfg.workers`` processes in turn (seeded;
-    the data loader keeps their order)."""
-    if cfg.workers < 1:
-        while True:
-            yield source.sample(cfg.batch_size)
-    loader = torch.utils.data.DataLoader(
-        _SourceBatches(make_source, cfg, start_step), batch_size=None,
-        num_workers=cfg.workers, prefetch_factor=4, persistent_workers=True,
-        multiprocessing_context="fork")  # fork: sources are built by closures
-    try:
-        yield from loader
-    except InputError as err:  # a worker's error arrives with its whole traceback as message
-        last = str(err).strip().splitlines()[-1]
-        raise InputError(last.split("InputError: ", 1)[-1]) from None
 
 
 def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
@@ -352,7 +154,6 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
     wins over the preset: the weights only fit their own architecture)."""
     if not cfg.init:
         return net_cfg, None
-    from .aligners.network import resolve_model_path
 
     state = load_checkpoint(resolve_model_path(cfg.init))  # "default": the shipped model
     # what the network is fed, the resolution its mask module works at and the symmetry its
@@ -533,7 +334,6 @@ def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
     the offset C (label-free for UDL; zero for the objectives trained against true angles)
     and, for 2-vector heads, the confidence floor (see :func:`calibration.confidence_floor`).
     Returns checkpoint entries: ``offset``, ``offset_info``, ``confidence_floor``."""
-    from .calibration import confidence_floor, offset_label_free
 
     views, _ = source.sample_views(cfg.calib_groups, 3)
     floor = (confidence_floor(model, views[:, 0], views[:, 1])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from udl_align.errors import InputError
 
 CONDITIONS = (
     "clean",

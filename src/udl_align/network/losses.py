@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from . import geometry
+from udl_align import geometry
 
 
 def circular_distance(x: torch.Tensor, y: torch.Tensor, period: float = 360.0) -> torch.Tensor:

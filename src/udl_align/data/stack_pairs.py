@@ -21,10 +21,10 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from . import geometry
-from .errors import InputError
-from .stacks import ParticleSet
-from .synth import PairBatch
+from udl_align import geometry
+from udl_align.data.sources import PairBatch
+from udl_align.data.stacks import ParticleSet
+from udl_align.errors import InputError
 
 #: times a batch is redrawn to replace particles with NaN or Inf pixels before giving up
 REDRAWS = 20

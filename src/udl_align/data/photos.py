@@ -26,17 +26,17 @@ import math
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from . import geometry
-from .errors import InputError
-from .io import image_size, list_images, read_image
-from .noise import Noise, add_mixed, parse_noises
+from udl_align import geometry
+from udl_align.data.noise import Noise, add_mixed, parse_noises
+from udl_align.data.sources import PairBatch
+from udl_align.errors import InputError
+from udl_align.io.images import image_size, list_images, read_image
 
 SPLITS = ("all", "train", "test")
 CACHE_BYTES = 2 << 30  # decoded photographs kept (about 8 bytes a pixel: grey and splines)
@@ -55,18 +55,6 @@ def select_split(paths: Sequence[Path], split: str, test_percent: float = 20.0) 
     return [p for p in paths if split_of(p, test_percent) == split]
 
 
-@dataclass
-class PairBatch:
-    """Noisy pairs with their truth; ``clean_a``/``clean_b`` before noise."""
-
-    a: np.ndarray
-    b: np.ndarray
-    angle: np.ndarray
-    tx: np.ndarray
-    ty: np.ndarray
-    source: list[str] = field(default_factory=list)
-    clean_a: np.ndarray | None = None
-    clean_b: np.ndarray | None = None
 
 
 def reach(size: int, max_shift: int) -> int:
@@ -281,47 +269,3 @@ def generate_natural_pairs(
     return batch, json.loads(json.dumps(meta))
 
 
-class PairFileSource:
-    """Training pairs drawn at random from a pairs file (``udl-align train --data pairs.npz``).
-
-    The same interface as :class:`NaturalPairSource` (``sample``, ``sample_views``, ``rng``,
-    ``noise_rng``), so the training loop does not care where pairs come from. ``part="val"``
-    holds every tenth pair (all pairs when there are fewer than 20), ``"train"`` the rest. A
-    file without truth gives NaN angles: fine for UDL and STN, not for supervised training.
-    Noise is whatever the file holds; none is added.
-    """
-
-    def __init__(self, pairs, seed: int = 0, part: str = "train") -> None:
-        self.pairs = pairs
-        n = pairs.n
-        every = np.arange(n)
-        held = every % 10 == 0 if n >= 20 else np.ones(n, bool)
-        self.pool = every[held] if part == "val" else every[~held if n >= 20 else held]
-        self.rng = np.random.default_rng([seed, 0])
-        self.noise_rng = np.random.default_rng([seed, 1])  # unused; kept for checkpoints
-        self.size = pairs.size
-
-    def _truth(self, idx: np.ndarray, name: str) -> np.ndarray:
-        values = getattr(self.pairs, name)
-        return np.full(len(idx), np.nan) if values is None else np.asarray(values)[idx]
-
-    def sample(self, n: int, keep_clean: bool = False) -> PairBatch:
-        idx = np.sort(self.rng.choice(self.pool, n, replace=n > len(self.pool)))
-        return PairBatch(a=np.asarray(self.pairs.a[idx], np.float32),
-                         b=np.asarray(self.pairs.b[idx], np.float32),
-                         angle=self._truth(idx, "angle"), tx=self._truth(idx, "tx"),
-                         ty=self._truth(idx, "ty"))
-
-    def sample_views(self, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-        """Groups ``(a, b, apply(a, phi), ...)`` with random known ``phi``: a file holds only
-        two views of each content, so the third is a rotated copy of the first (it shares
-        ``a``'s noise, which only the pair ``(c, a)`` of a calibration cycle sees)."""
-        batch = self.sample(n)
-        views, truth = [batch.a, batch.b], [np.zeros((n, 3)),
-                                            np.stack([batch.angle, batch.tx, batch.ty], 1)]
-        for _ in range(k - 2):
-            phi = self.rng.uniform(0.0, 360.0, n)
-            views.append(np.stack([geometry.apply(x, (p, 0.0, 0.0), fill=float(x.mean()))
-                                   for x, p in zip(batch.a, phi, strict=True)]).astype(np.float32))
-            truth.append(np.stack([phi, np.zeros(n), np.zeros(n)], 1))
-        return np.stack(views[:k], 1), np.stack(truth[:k], 1)

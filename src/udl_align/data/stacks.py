@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import geometry
-from .errors import InputError, warn_input
-from .io import MrcStack, check_stacks_exist, read_particles_cs, read_particles_star
+from udl_align import geometry
+from udl_align.errors import InputError, warn_input
+from udl_align.io.mrc import MrcStack
+from udl_align.io.particle_files import check_stacks_exist, read_particles_cs, read_particles_star
 
 #: columns read_particles_star / read_particles_cs add to a file's own (not written back)
 DERIVED = ("stack_path", "stack_index", "origin_x_px", "origin_y_px", "psi", "pixel_size")

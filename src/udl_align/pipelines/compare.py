@@ -3,17 +3,16 @@ behind ``udl-align demo`` and the benchmarks. Every method sees the same pairs."
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .aligners import Aligner, run_side_by_side
-from .independent import independent_pairs
-from .io import atomic_output
-from .metrics import score
-from .synth import generate_natural_pairs
+from udl_align.aligners import Aligner, run_side_by_side
+from udl_align.data.independent import independent_pairs
+from udl_align.data.photos import generate_natural_pairs
+from udl_align.io.files import save_figure
+from udl_align.metrics import score
 
 #: the pair generators a comparison can draw from: the package's own (:mod:`.synth`) and the
 #: independent one (:mod:`.independent`)
@@ -153,19 +152,5 @@ def plot_accuracy_vs_time(results: dict, path: str | Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
 
 
-def write_json(data: dict, path: str | Path) -> None:
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        raise TypeError(type(o))
-
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=default))

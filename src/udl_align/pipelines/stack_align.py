@@ -32,42 +32,26 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, geometry
-from .aligners.base import Aligner
-from .aligners.correlation import correntropy, mask_radius
-from .compare import save_figure, write_json
-from .distributed import Ranks
-from .errors import InputError
-from .io import (
-    MrcStack,
+from udl_align import distributed, geometry
+from udl_align.aligners.base import Aligner
+from udl_align.aligners.correlation import correntropy, mask_radius
+from udl_align.data.stacks import ParticleSet
+from udl_align.distributed import Ranks
+from udl_align.errors import InputError
+from udl_align.io.files import (
     all_or_nothing,
     atomic_output,
     check_out_dir,
     check_writable,
-    mrc_stack_writer,
-    read_image,
-    read_mrc,
-    write_mrc,
-    write_particles_star,
+    save_figure,
+    write_json,
 )
-from .stacks import ParticleSet
+from udl_align.io.mrc import MrcStack, mrc_stack_writer, write_mrc
+from udl_align.io.particle_files import write_particles_star
 
 OUTPUTS = ("particles.star", "aligned.mrcs", "average.mrc", "average.png", "align.json")
 
 
-def read_reference(path: str | Path, size: int) -> np.ndarray:
-    """A 2D reference (MRC or PNG/JPEG/TIFF) of the particles' size."""
-    path = Path(path)
-    image = read_mrc(path) if path.suffix.lower() in (".mrc", ".mrcs", ".map") \
-        else read_image(path)
-    if image.ndim == 3 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim != 2 or image.shape[0] != image.shape[1]:
-        raise InputError(f"reference must be one square image, got shape {image.shape}", path)
-    if image.shape[0] != size:
-        raise InputError(f"reference is {image.shape[0]} px but the particles are {size} px",
-                         path)
-    return image.astype(np.float32)
 
 
 def aligned_batches(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,
@@ -401,4 +385,4 @@ def plot_average(reference: np.ndarray, average: np.ndarray, path: Path, n: int,
     save_figure(fig, path)
 
 
-__all__ = ["align_stack", "read_reference", "OUTPUTS"]
+__all__ = ["align_stack", "OUTPUTS"]

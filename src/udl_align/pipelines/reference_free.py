@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from . import geometry
-from .aligners.base import Aligner
-from .errors import InputError
-from .stack_align import aligned_batches
-from .stacks import ParticleSet
+from udl_align import geometry
+from udl_align.aligners.base import Aligner
+from udl_align.data.stacks import ParticleSet
+from udl_align.errors import InputError
+from udl_align.pipelines.stack_align import aligned_batches
 
 
 def recentre(image: np.ndarray) -> np.ndarray:

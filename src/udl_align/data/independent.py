@@ -37,10 +37,11 @@ from scipy import ndimage
 from skimage import color, filters, transform, util
 from skimage import io as skio
 
-from .errors import InputError
-from .io import Pairs, list_images
-from .noise import parse_noise
-from .synth import select_split
+from udl_align.data.noise import parse_noise
+from udl_align.data.photos import select_split
+from udl_align.errors import InputError
+from udl_align.io.images import list_images
+from udl_align.io.pairs import Pairs
 
 MIN_SOBEL = 0.02
 MIN_SPREAD = 0.15

@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .geometry import circular_mean, wrap360
-from .models import AlignNet
-from .training import model_input, predict_angles, predict_outputs
+from udl_align.geometry import circular_mean, wrap360
+from udl_align.network.inputs import model_input
+from udl_align.network.models import AlignNet
+from udl_align.network.predict import predict_angles, predict_outputs
 
 #: share of (unlabelled, training-like) pairs whose output is shorter than the floor
 CONFIDENCE_QUANTILE = 0.15

@@ -32,10 +32,11 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 from torch.nn import functional as F
 
-from . import geometry
-from .ctf import apply_ctf
-from .errors import InputError
-from .io import read_image, read_mrc, read_mrc_header
+from udl_align import geometry
+from udl_align.data.ctf import apply_ctf
+from udl_align.errors import InputError
+from udl_align.io.images import read_image
+from udl_align.io.mrc import read_mrc, read_mrc_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
@@ -222,3 +223,18 @@ def measured_snr(clean: np.ndarray, noisy: np.ndarray, masks: np.ndarray) -> np.
 
 __all__ = ["Template", "load_template", "isolate", "project", "resample", "ParticleBatch",
            "ParticleSynth", "measured_snr"]
+
+
+def read_reference(path: str | Path, size: int) -> np.ndarray:
+    """A 2D reference (MRC or PNG/JPEG/TIFF) of the particles' size."""
+    path = Path(path)
+    image = read_mrc(path) if path.suffix.lower() in (".mrc", ".mrcs", ".map") \
+        else read_image(path)
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]
+    if image.ndim != 2 or image.shape[0] != image.shape[1]:
+        raise InputError(f"reference must be one square image, got shape {image.shape}", path)
+    if image.shape[0] != size:
+        raise InputError(f"reference is {image.shape[0]} px but the particles are {size} px",
+                         path)
+    return image.astype(np.float32)

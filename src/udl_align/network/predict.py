@@ -1,0 +1,25 @@
+"""Batched prediction of the network's outputs and angles."""
+
+from __future__ import annotations
+
+import torch
+
+from udl_align.network.losses import angle_of
+from udl_align.network.models import AlignNet
+
+
+@torch.no_grad()
+def predict_outputs(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
+    """Raw head outputs (on CPU) for already prepared inputs, in eval mode."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = [model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)).cpu()
+           for i in range(0, len(a), batch)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def predict_angles(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
+    """Raw network angles (degrees, offset C not removed, on CPU) for prepared inputs."""
+    return angle_of(predict_outputs(model, a, b, batch), model.cfg.head)

@@ -1,0 +1,1 @@
+"""Training: the config (the one home of every default), the pair sources and the loop."""
