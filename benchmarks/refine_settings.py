@@ -22,7 +22,6 @@ import torch
 
 from udl_align.aligners import make_aligner
 from udl_align.aligners.guided import GuidedSearch
-from udl_align.aligners.network import NetworkAligner
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         methods = {"bruteforce": make_aligner("bruteforce", max_shift=10)}
         for name, options in variants.items():
             GuidedSearch(10, **options)  # an unknown setting fails here, before any work
-            methods[name] = NetworkAligner.from_checkpoint(args.model, max_shift=10, refine=True,
+            methods[name] = make_aligner("network", model=args.model, max_shift=10, refine=True,
                                                            search_options=options)
         report = compare_on_photographs(args.images, methods, args.conditions, n=args.n,
                                         seed=args.seed, split="test", repeats=args.repeats)

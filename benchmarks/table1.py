@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from udl_align.aligners import make_aligner
-from udl_align.aligners.network import NetworkAligner
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -115,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             trained[objective] = {"path": str(path), "steps": state["step"],
                                   "minutes": state["train_seconds"] / 60,
                                   "offset": state["offset"], "offset_info": state["offset_info"]}
-            methods[objective] = NetworkAligner.from_checkpoint(path, max_shift=10)
+            methods[objective] = make_aligner("network", model=path, max_shift=10)
             if objective == "udl":
-                methods["udl+refine"] = NetworkAligner.from_checkpoint(path, max_shift=10,
+                methods["udl+refine"] = make_aligner("network", model=path, max_shift=10,
                                                                        refine=True)
         for name in args.classical:
             methods[name] = make_aligner(name, max_shift=10)

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from udl_align.aligners import make_aligner, run_side_by_side
-from udl_align.aligners.network import NetworkAligner
 from udl_align.cli import main as cli
 from udl_align.data.particles import read_reference
 from udl_align.data.stacks import open_particles
@@ -38,7 +37,7 @@ from udl_align.errors import InputError
 from udl_align.io.files import write_json
 from udl_align.metrics import score
 from udl_align.network.checkpoint import load_checkpoint
-from udl_align.pipelines.stack_align import align_stack
+from udl_align.pipelines.stack_align import StackAlignOptions, align_stack
 from udl_align.training.config import TrainConfig, data_defaults
 from udl_align.training.loop import train
 
@@ -116,8 +115,8 @@ def synthetic_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict]
     a = np.repeat(reference[None], particles.n, axis=0)
     methods = {}
     if network:
-        methods = {"udl": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT),
-                   "udl+refine": NetworkAligner.from_checkpoint(path, max_shift=MAX_SHIFT,
+        methods = {"udl": make_aligner("network", model=path, max_shift=MAX_SHIFT),
+                   "udl+refine": make_aligner("network", model=path, max_shift=MAX_SHIFT,
                                                                 refine=True)}
     methods.update({m: make_aligner(m, max_shift=MAX_SHIFT) for m in CLASSICAL})
     runs = run_side_by_side(methods, a, b, repeats=2, progress=not args.quiet, desc=name)
@@ -138,14 +137,14 @@ def real_rows(args, out: Path, model: Path | None) -> dict:
                                             log=lambda *_: None)
         methods = {m: make_aligner(m) for m in CLASSICAL}
         if model is not None:
-            methods["udl"] = NetworkAligner.from_checkpoint(model)
-            methods["udl+refine"] = NetworkAligner.from_checkpoint(model, refine=True)
+            methods["udl"] = make_aligner("network", model=model)
+            methods["udl+refine"] = make_aligner("network", model=model, refine=True)
         rows[name] = {"particles": particles.n, "size": particles.size,
                       "reference_rounds": len(history), "methods": {}}
         for m, aligner in methods.items():
+            options = StackAlignOptions(batch_size=aligner.batch_size, progress=False)
             summary = align_stack(particles, reference, aligner, out / "real" / name / m,
-                                  batch_size=aligner.batch_size, progress=False,
-                                  log=lambda *_: None,
+                                  options, log=lambda *_: None,
                                   record={"reference": "reference-free (bruteforce)"})
             rows[name]["methods"][m] = {"mean_correntropy": summary["mean_correntropy"],
                                         "particles_per_s": summary["particles_per_s"]}

@@ -71,7 +71,7 @@ def test_mask_module_stride_and_old_checkpoints():
     net = AlignNet(preset("cpu", mask_stride=2))
     x = torch.randn(3, 1, 64, 64)
     assert net.mask(x).shape == x.shape
-    assert NetConfig.from_dict({"size": 64}).mask_stride == 1  # written before the option
+    assert NetConfig.from_dict({"size": 64}).mask_stride == 1  # a config without the field
 
 
 def test_folding_batchnorm_keeps_the_outputs():
@@ -227,6 +227,85 @@ def test_bad_model_files_give_one_line(tmp_path, capsys):
     assert main(["align", "--pairs", str(pairs), "--method", "emaf", "--refine", "--out",
                  str(tmp_path / "e.csv")]) == 2
     assert "use it with --model" in capsys.readouterr().err
+
+
+def test_config_for_data_applies_the_data_defaults():
+    """Fields not given take the data's defaults (particles: PARTICLE_DEFAULTS), then the
+    field defaults; the command line builds its config the same way."""
+    from udl_align.cli import build_parser
+    from udl_align.cli.train import config
+    from udl_align.training.config import PARTICLE_DEFAULTS, field_default
+
+    photos = TrainConfig.for_data("photos")
+    assert photos == TrainConfig(images="photos", net={"input_lowpass": 0.0, "input": "image"})
+    parts = TrainConfig.for_data("p.star")
+    assert parts.init == PARTICLE_DEFAULTS["init"] and parts.split_views
+    assert parts.disturb_shift == 0.0 and parts.net == {"input_lowpass": 0.25}  # init's input
+    assert parts.steps == field_default("steps") and parts.lr == field_default("lr")
+    # a given model keeps its input kind; no shipped model for other objectives or on resume
+    tuned = TrainConfig.for_data("p.star", init="m.pt", net={"symmetry": 2})
+    assert tuned.init == "m.pt" and tuned.net == {"input_lowpass": 0.25, "symmetry": 2}
+    stn = TrainConfig.for_data("p.star", objective="stn")
+    assert stn.init == "" and stn.net == {"input_lowpass": 0.25, "input": "image"}
+    again = TrainConfig.for_data("p.star", resume=True, init="none")
+    assert again.init == "" and again.steps is None  # None: keep the saved budget
+    assert TrainConfig.for_data("p.star", resume=True, steps=5).steps == 5
+
+    def cli(*flags):
+        return config(build_parser().parse_args(["train", "--out", "m.pt", *flags]))
+
+    assert cli("--data", "photos") == photos and cli("--data", "p.star") == parts
+    assert cli("--data", "p.star", "--split-views", "off", "--input-lowpass", "0.1",
+               "--checkpoint-every", "7", "--lr", "0.01", "--symmetry", "1") == \
+        TrainConfig.for_data("p.star", split_views=False, checkpoint_steps=7, lr=0.01,
+                             net={"input_lowpass": 0.1})
+
+
+def test_two_toy_runs_from_one_seed_give_the_same_weights(tmp_path):
+    from toy import toy_config, toy_sources
+
+    torch.set_num_threads(2)
+    runs = [train(toy_config(40), tmp_path / f"t{i}.pt", progress=False, log=lambda *_: None,
+                  make_source=toy_sources()) for i in range(2)]
+    assert runs[0]["step"] == 40
+    for k, v in runs[0]["model"].items():
+        assert torch.equal(v, runs[1]["model"][k]), k
+    assert runs[0]["offset"] == runs[1]["offset"]
+    assert runs[0]["history"][-1]["loss"] == runs[1]["history"][-1]["loss"]
+
+
+def test_calibrate_with_writes_the_labelled_offset_once(photo_dir, tmp_path, monkeypatch,
+                                                         capsys):
+    import udl_align.training.loop as loop
+    from udl_align.cli import main
+    from udl_align.io.pairs import read_pairs
+    from udl_align.network.calibration import offset_labelled
+    from udl_align.network.checkpoint import model_from_checkpoint
+
+    pairs, model = tmp_path / "p.npz", tmp_path / "m.pt"
+    assert main(["synth", "natural", "--images", str(photo_dir), "--out", str(pairs), "--n", "8",
+                 "--size", "64", "--quiet"]) == 0
+    written = []
+    save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint",
+                        lambda path, state: (written.append(state["offset"]), save(path, state)))
+    capsys.readouterr()
+    assert main(["train", "--data", str(photo_dir), "--out", str(model), "--steps", "2",
+                 "--batch-size", "4", "--quiet", "--calibrate-with", str(pairs)]) == 0
+    state = load_checkpoint(model)
+    truth = read_pairs(pairs)
+    labelled = offset_labelled(model_from_checkpoint(state), truth.a, truth.b, truth.angle)
+    assert written == [state["offset"]] and state["offset"] == pytest.approx(labelled["offset"])
+    info = state["offset_info"]
+    assert info["method"] == f"labelled ({pairs})" and info["n"] == 8
+    assert info["label_free"]["method"].startswith("label-free")
+    assert f"offset C = {state['offset']:.2f} deg (labelled" in capsys.readouterr().out
+    # pairs without truth are refused before any training
+    np.savez(tmp_path / "u.npz", a=truth.a, b=truth.b)
+    assert main(["train", "--data", str(photo_dir), "--out", str(tmp_path / "n.pt"), "--steps",
+                 "2", "--quiet", "--calibrate-with", str(tmp_path / "u.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "has no truth to calibrate with" in err and not (tmp_path / "n.pt").exists()
 
 
 def test_resume_without_steps_keeps_the_saved_budget(photo_dir, tmp_path):

@@ -93,5 +93,5 @@ def toy_config(steps: int = TOY_STEPS):
 
 
 def toy_sources(signal: bool = True):
-    """``make_source`` for :func:`udl_align.training.train`."""
+    """``make_source`` for :func:`udl_align.training.loop.train`."""
     return lambda c, off: ToySource(size=32, seed=c.seed + off, signal=signal, patterns=1)

@@ -55,8 +55,9 @@ def start(device: str) -> Ranks:
 
 
 def check_batch(ranks: Ranks, batch_size: int) -> None:
+    """InputError unless ``batch_size`` splits evenly over the processes."""
     if batch_size % ranks.world:
-        raise InputError(f"--batch-size {batch_size} does not split over {ranks.world} "
+        raise InputError(f"the batch size {batch_size} does not split over {ranks.world} "
                          f"processes: give a multiple of {ranks.world}")
 
 

@@ -33,16 +33,6 @@ class Estimate:
         return cls(geometry.wrap360(arr(angle)), arr(tx), arr(ty), arr(score))
 
     @classmethod
-    def merge(cls, take_first: np.ndarray, first: Estimate, second: Estimate) -> Estimate:
-        """Rows of ``first`` where ``take_first``, of ``second`` elsewhere, in order."""
-        out = []
-        for f in ("angle", "tx", "ty", "score"):
-            v = np.empty(len(take_first))
-            v[take_first], v[~take_first] = getattr(first, f), getattr(second, f)
-            out.append(v)
-        return cls(*out)
-
-    @classmethod
     def concat(cls, parts: list[Estimate]) -> Estimate:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                      ("angle", "tx", "ty", "score")))
@@ -78,12 +68,18 @@ class Aligner:
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
         """The transforms taking each ``a[i]`` onto ``b[i]`` (``apply(a, T) ~ b``)."""
+        ta, tb = self.tensors(a, b)
+        return self._estimate(self.preprocess(ta), self.preprocess(tb))
+
+    def tensors(self, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a`` and ``b`` as ``(B, N, N)`` float32 tensors on the aligner's device, checked to
+        be square images of one shape."""
         ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
         if ta.shape != tb.shape:
             raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
         if ta.shape[-1] != ta.shape[-2]:
             raise ValueError(f"images are not square: {tuple(ta.shape)}")
-        return self._estimate(self.preprocess(ta), self.preprocess(tb))
+        return ta, tb
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
         raise NotImplementedError

@@ -20,7 +20,7 @@ from udl_align.aligners.base import Aligner, Estimate
 from udl_align.aligners.correlation import prepare_reference, score_angles, shift_step
 from udl_align.aligners.guided import GuidedSearch, cropped_size
 from udl_align.errors import InputError
-from udl_align.filters import fourier_crop, to_tensor
+from udl_align.filters import fourier_crop
 from udl_align.network.calibration import confidence
 from udl_align.network.checkpoint import load_checkpoint, model_from_checkpoint, resolve_model_path
 from udl_align.network.inputs import model_input
@@ -87,14 +87,9 @@ class NetworkAligner(Aligner):
         return aligner
 
     @torch.no_grad()
-    def network_angles(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.network_estimate(a, b)[0]
-
-    @torch.no_grad()
     def network_estimate(self, a: torch.Tensor, b: torch.Tensor):
         """The network's angles (offset C removed) and confidences (``calibration.confidence``;
         infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
-
         cfg = self.model.cfg
         out = predict_outputs(self.model, model_input(cfg, a), model_input(cfg, b))
         # a spectrum network's outputs live on the doubled circle: this is the angle mod 180
@@ -106,11 +101,7 @@ class NetworkAligner(Aligner):
 
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
-        ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
-        if ta.shape != tb.shape:
-            raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
-        if ta.shape[-1] != ta.shape[-2]:
-            raise ValueError(f"images are not square: {tuple(ta.shape)}")
+        ta, tb = self.tensors(a, b)
         angle, sure = self.network_estimate(ta, tb)
         if not self.refine_enabled and self.model.cfg.angle_factor == 1:
             return self.fast_shift(ta, tb, angle)

@@ -3,8 +3,6 @@ choice, and the polar resampling of a centred spectrum."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from udl_align import geometry
@@ -65,8 +63,4 @@ def low_band(n: int, lowpass: float | None) -> tuple[float, float]:
     return 2.0, max(top, 4.0)
 
 
-def degrees_per_sample(count: int, period: float = 180.0) -> float:
-    return period / count
-
-
-__all__ = ["centred_magnitude", "polar_resample", "settle_half_turn", "low_band", "math"]
+__all__ = ["centred_magnitude", "polar_resample", "settle_half_turn", "low_band"]

@@ -8,16 +8,13 @@ import sys
 
 import numpy as np
 
-from udl_align import distributed
 from udl_align.aligners import CLASSICAL, make_aligner, run_aligner
-from udl_align.aligners.network import NetworkAligner
-from udl_align.data.particles import read_reference
-from udl_align.data.stacks import open_particles
+from udl_align.data import stacks
 from udl_align.errors import InputError
 from udl_align.io.files import check_out_dir, check_writable
 from udl_align.io.pairs import read_pairs, write_estimates
-from udl_align.pipelines.reference_free import reference_free
-from udl_align.pipelines.stack_align import align_stack
+from udl_align.pipelines import stack_align
+from udl_align.pipelines.stack_align import StackAlignOptions
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +85,8 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
 
 def make(args: argparse.Namespace, max_shift: float | None):
     if args.model:
-        aligner = NetworkAligner.from_checkpoint(args.model, **aligner_options(args, max_shift))
+        aligner = make_aligner("network", model=args.model,
+                               **aligner_options(args, max_shift))
         if aligner.distrust:
             what = ("--refine searches the whole circle for every pair" if args.refine else
                     "its angles are unreliable (add --refine to search around them)")
@@ -113,7 +111,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def align_particles(args: argparse.Namespace) -> int:
-
     if not args.out_dir:
         raise InputError("--stack needs --out-dir")
     if args.out:
@@ -121,25 +118,14 @@ def align_particles(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     check_out_dir(args.out_dir)  # before any work: none is wasted on outputs that cannot be saved
-    particles = open_particles(args.stack)
+    particles = stacks.open_particles(args.stack)
     aligner = make(args, args.max_shift)
-    batch_size = args.batch_size or aligner.batch_size
-    if args.reference:
-        reference = read_reference(args.reference, particles.size)
-        record = {"reference": args.reference}
-    else:
-
-        reference, history = reference_free(particles, aligner, batch_size,
-                                            rounds=args.rounds, progress=not args.quiet)
-        record = {"reference": "reference-free", "rounds": history}
-    ranks = distributed.start(args.device)  # several processes under torchrun share the stack
-    try:
-        summary = align_stack(particles, reference, aligner, args.out_dir,
-                              batch_size=batch_size, progress=not args.quiet, record=record,
-                              ranks=ranks, workers=args.num_workers, resume=args.resume,
-                              save_every=args.save_every)
-    finally:
-        distributed.stop(ranks)
+    options = StackAlignOptions(batch_size=args.batch_size or aligner.batch_size,
+                                workers=args.num_workers, progress=not args.quiet,
+                                resume=args.resume, save_every=args.save_every,
+                                rounds=args.rounds)
+    summary = stack_align.align_particles(particles, aligner, args.out_dir,
+                                          args.reference or None, options)
     if not summary:  # not rank 0: rank 0 merges and reports
         return 0
     print(f"aligned {summary['aligned']} of {summary['particles']} particles with "

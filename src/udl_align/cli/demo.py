@@ -10,7 +10,6 @@ import numpy as np
 
 from udl_align import geometry
 from udl_align.aligners import CLASSICAL, make_aligner
-from udl_align.aligners.network import NetworkAligner
 from udl_align.errors import InputError
 from udl_align.io.files import all_or_nothing, save_figure, write_json
 from udl_align.network.checkpoint import DEFAULT_MODEL
@@ -79,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     methods = {}
     if DEFAULT_MODEL.exists():  # the shipped network, alone and with its refinement
         for refine in (False, True):
-            net = NetworkAligner.from_checkpoint("default", max_shift=10, refine=refine)
+            net = make_aligner("network", model="default", max_shift=10, refine=refine)
             methods[net.name] = net
     methods.update({name: make_aligner(name, max_shift=10) for name in CLASSICAL})
     report = compare_on_photographs(

@@ -17,7 +17,7 @@ from udl_align.errors import InputError
 from udl_align.io.files import all_or_nothing, check_writable
 from udl_align.io.mrc import mrc_stack_writer, write_mrc
 from udl_align.io.pairs import Pairs, write_pairs
-from udl_align.io.particle_files import write_particles_star
+from udl_align.io.particle_files import ParticlePoses, write_particles_star
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     cry = kinds.add_parser(
         "cryoem",
         help="a particle stack from a 2D class average or a 3D map",
-        description="Particles from a template (see udl_align.particles): isolated by a soft "
+        description="Particles from a template (see udl_align.data.particles): isolated by a soft "
         "mask, on a smooth random background, turned by an angle uniform in [0, 360) and "
         "shifted by integers in [-max_shift, max_shift], optionally |CTF|-filtered, with "
         "Gaussian noise for the SNR asked inside the particle mask. Writes STEM.mrcs, the clean "
@@ -81,7 +81,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cryoem(args: argparse.Namespace) -> int:
-
     if args.n < 1 or args.size < 16:
         raise InputError("--n must be at least 1 and --size at least 16")
     out = Path(args.out)
@@ -95,6 +94,12 @@ def cryoem(args: argparse.Namespace) -> int:
     except ValueError:
         raise InputError(f"--snr must be a number or a comma list of numbers, got "
                          f"'{args.snr}'") from None
+    if not all(v > 0 for v in snr):
+        raise InputError(f"--snr must be positive, got {snr}")
+    if args.max_shift < 0:
+        raise InputError(f"--max-shift must be >= 0, got {args.max_shift}")
+    if args.background < 0:
+        raise InputError(f"--background must be >= 0, got {args.background}")
     template = load_template(args.template, args.size, args.pixel_size, args.max_shift,
                              args.seed)
     synth = ParticleSynth(template, snr=snr, max_shift=args.max_shift, ctf=args.ctf,
@@ -137,13 +142,20 @@ def _write_cryoem(args, synth, template, stack: Path, reference: Path, star: Pat
             optics = {"rlnVoltage": 300.0, "rlnSphericalAberration": 2.7,
                       "rlnAmplitudeContrast": 0.1}
         names = [f"{i + 1}@{stack.name}" for i in range(args.n)]
-        write_particles_star(star, names, psi, origin_x, origin_y, template.pixel_size,
-                             args.size, extra=extra, optics_extra=optics)
+        write_particles_star(star, ParticlePoses(names, psi, origin_x, origin_y,
+                                                 template.pixel_size, args.size, extra=extra,
+                                                 optics_extra=optics))
         written.append(star)
 
 
 def natural(args: argparse.Namespace) -> int:
     check_writable(args.out)
+    if args.n < 1:
+        raise InputError(f"--n must be at least 1, got {args.n}")
+    if args.size < 8:
+        raise InputError(f"--size must be at least 8, got {args.size}")
+    if args.max_shift < 0:
+        raise InputError(f"--max-shift must be >= 0, got {args.max_shift}")
     batch, meta = generate_natural_pairs(
         args.images,
         n=args.n,

@@ -1,5 +1,5 @@
 """A second, independent pair generator for the benchmarks, built from other tools and rules than
-:mod:`udl_align.synth`, so that a result that holds on both is not an artefact of one of them.
+:mod:`udl_align.data.photos`, so that a result that holds on both is not an artefact of one of them.
 
 For each pair: a photograph (read by scikit-image, grey by its ``rgb2gray``), a window around a
 random centre; ``b`` is that window **shifted first** (``scipy.ndimage.shift``, cubic spline)
@@ -18,11 +18,11 @@ central disc of radius ``size/2 - max_shift`` at least 0.02 and the spread betwe
 95th grey-level percentiles there at least 0.15, for both patches.
 
 Shifting then turning is "turn, then shift by ``R(angle) s``" in the package's convention
-(``conventions.md``: ``g(p) = f(R^-1 (p - c - t) + c)``): turning about ``c`` maps the shifted
-content ``c + s + q`` to ``c + R (s + q)``, so the truth is ``(angle, R s)``
+(:mod:`udl_align.geometry`: ``g(p) = f(R^-1 (p - c - t) + c)``): turning about ``c`` maps the
+shifted content ``c + s + q`` to ``c + R (s + q)``, so the truth is ``(angle, R s)``
 (:func:`truth_from_shift_then_turn`, tested against :mod:`udl_align.geometry`).
 
-The photographs of each split are those of :func:`udl_align.synth.select_split` (the same
+The photographs of each split are those of :func:`udl_align.data.photos.select_split` (the same
 held-out photographs for both generators); nothing else is shared.
 """
 

@@ -41,7 +41,7 @@ from udl_align.io.mrc import read_mrc, read_mrc_header
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
 #: A per pixel of a template that records none (PNG), at its own size: a typical sampling of
-#: class averages; it only matters for the CTF (give --pixel-size to set it)
+#: class averages; it only matters for the CTF (``load_template``'s ``pixel_size`` sets it)
 ASSUMED_PIXEL_SIZE = 2.0
 
 
@@ -167,11 +167,11 @@ class ParticleSynth:
     ) -> None:
         snrs = np.atleast_1d(np.asarray(snr, np.float64))
         if snrs.size == 0 or not np.all(snrs > 0):
-            raise InputError(f"--snr must be positive, got {snr}")
+            raise InputError(f"the SNR must be positive, got {snr}")
         if max_shift < 0:
-            raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+            raise InputError(f"the largest shift must be >= 0 px, got {max_shift}")
         if background < 0:
-            raise InputError(f"--background must be >= 0, got {background}")
+            raise InputError(f"the background level must be >= 0, got {background}")
         self.t = template
         # several SNRs: particle i gets snrs[i % len(snrs)] (a mixed stack, e.g. to start
         # training on clean particles among noisy ones)
@@ -221,10 +221,6 @@ def measured_snr(clean: np.ndarray, noisy: np.ndarray, masks: np.ndarray) -> np.
                      for c, y, m in zip(clean, noisy, masks, strict=True)])
 
 
-__all__ = ["Template", "load_template", "isolate", "project", "resample", "ParticleBatch",
-           "ParticleSynth", "measured_snr"]
-
-
 def read_reference(path: str | Path, size: int) -> np.ndarray:
     """A 2D reference (MRC or PNG/JPEG/TIFF) of the particles' size."""
     path = Path(path)
@@ -238,3 +234,7 @@ def read_reference(path: str | Path, size: int) -> np.ndarray:
         raise InputError(f"reference is {image.shape[0]} px but the particles are {size} px",
                          path)
     return image.astype(np.float32)
+
+
+__all__ = ["Template", "load_template", "isolate", "project", "resample", "ParticleBatch",
+           "ParticleSynth", "measured_snr", "read_reference"]

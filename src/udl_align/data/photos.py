@@ -94,9 +94,9 @@ class NaturalPairSource:
             paths = [Path(p) for p in images]
             where = "image list"
         if size < 8:
-            raise InputError(f"--size must be at least 8, got {size}")
+            raise InputError(f"the patch size must be at least 8 px, got {size}")
         if max_shift < 0:
-            raise InputError(f"--max-shift must be >= 0, got {max_shift}")
+            raise InputError(f"the largest shift must be >= 0 px, got {max_shift}")
         self.size = int(size)
         self.max_shift = int(max_shift)
         # one condition, or several (a comma list or "mix"): then one is drawn per pair
@@ -110,7 +110,7 @@ class NaturalPairSource:
             raise InputError(f"none of its {len(paths)} photographs is in the '{split}' split "
                              f"(a file is in the test split when crc32(file name) % 100 < "
                              f"{test_percent:g})", where)
-        # headers only, up front: an unreadable file is named now, not when a draw first
+        # headers only, up front: an unreadable file is named at once, not when a draw first
         # reaches it (hours into training), and photographs too small for a patch and its
         # turns are left out rather than drawn and rejected
         need = 2 * reach(self.size, self.max_shift) + 1
@@ -181,8 +181,8 @@ class NaturalPairSource:
         return a, b, angle, tx, ty, name
 
     def _draw_conditions(self, n: int) -> np.ndarray:
-        """One noise condition per group (no draw with a single condition, which keeps
-        single-condition streams as they were)."""
+        """One noise condition per group (a single condition draws nothing from the noise
+        stream, which then holds the noise alone)."""
         if len(self.noises) == 1:
             return np.zeros(n, int)
         return self.noise_rng.integers(len(self.noises), size=n)
@@ -245,7 +245,7 @@ def generate_natural_pairs(
 ) -> tuple[PairBatch, dict]:
     """``n`` seeded pairs (and their ``meta``) from photographs; see :class:`NaturalPairSource`."""
     if n < 1:
-        raise InputError(f"--n must be at least 1, got {n}")
+        raise InputError(f"the number of pairs must be at least 1, got {n}")
     source = NaturalPairSource(images, **options)
     parts = []
     with tqdm(total=n, desc="synth natural", unit="pair", disable=not progress) as bar:

@@ -32,7 +32,7 @@ REDRAWS = 20
 
 class StackPairSource:
     """The pair-source interface of the training loop (``sample``, ``sample_views``, ``rng``,
-    ``noise_rng``) over a :class:`~udl_align.stacks.ParticleSet`."""
+    ``noise_rng``) over a :class:`~udl_align.data.stacks.ParticleSet`."""
 
     def __init__(self, particles: ParticleSet, seed: int = 0, part: str = "train",
                  group_by: str = "", reference: np.ndarray | None = None) -> None:

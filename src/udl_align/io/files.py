@@ -1,11 +1,12 @@
-"""Reading and writing every file the package touches, with validation.
+"""The checks and the atomic output that every reader and writer of the package shares.
 
 Every reader checks what it loads and raises :class:`~udl_align.errors.InputError` with a one-line
 message ("path: problem") on bad input, so the CLI can report it and exit 2. Every writer goes
 through :func:`atomic_output`, so a failed run never leaves a partial file behind.
 
-File formats are described in ``docs/interfaces.md`` (pairs ``.npz``, estimates ``.csv``) and
-``docs/conventions.md`` (RELION STAR files).
+The formats are described where they are read and written: images in :mod:`.images`, MRC in
+:mod:`.mrc`, RELION STAR and cryoSPARC files in :mod:`.particle_files`, pairs and estimates
+files in :mod:`.pairs`.
 """
 
 from __future__ import annotations
@@ -158,45 +159,6 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         raise
 
 
-# --------------------------------------------------------------------------------------------
-# Images (PNG / JPEG / TIFF)
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# .npy
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# MRC
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @contextlib.contextmanager
 def all_or_nothing() -> Iterator[list[Path]]:
     """For commands with several outputs: append each finished output's path to the yielded
@@ -211,68 +173,8 @@ def all_or_nothing() -> Iterator[list[Path]]:
         raise
 
 
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# STAR (RELION)
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# Pairs (.npz)
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# Estimates (.csv)
-# --------------------------------------------------------------------------------------------
-
-
 def save_figure(fig, path: str | Path) -> None:
+    """Save a matplotlib figure atomically (110 dpi, the format from the suffix) and close it."""
     import matplotlib.pyplot as plt
 
     with atomic_output(path) as tmp:
@@ -281,6 +183,8 @@ def save_figure(fig, path: str | Path) -> None:
 
 
 def write_json(data: dict, path: str | Path) -> None:
+    """Write ``data`` as indented JSON, atomically (numpy scalars as plain numbers)."""
+
     def default(o):
         if isinstance(o, np.generic):
             return o.item()

@@ -1,4 +1,21 @@
-"""Pairs files (``.npz``) and estimates files (``.csv``) of ``interfaces.md``."""
+"""Pairs files (``.npz``) and estimates files (``.csv``).
+
+A pairs file is an ``.npz`` archive (no pickled objects) holding
+
+* ``a`` and ``b``: floating-point arrays of one shape ``(n, N, N)`` (n >= 1 pairs of square
+  images, N >= 1), every pixel finite; read as float32;
+* optionally the truth: ``angle`` (degrees), ``tx`` and ``ty`` (pixels), numeric ``(n,)``
+  arrays, finite, such that ``apply(a[i], (angle[i], tx[i], ty[i])) ~ b[i]`` in the sense of
+  :mod:`udl_align.geometry`; with ``angle`` alone the shifts are 0, and a shift without
+  ``angle`` is refused;
+* optionally ``meta``: a 0-d string array holding a JSON object (how the pairs were made:
+  generator, noise, size, max_shift, seed, ...).
+
+An estimates file is CSV with the header ``index,angle,tx,ty`` and any further columns
+(``score``, ``seconds``, ...): one row per pair, ``index`` 0..n-1 each once, ``angle`` in
+degrees wrapped to [0, 360), the transform taking ``a[index]`` onto ``b[index]``; floats are
+written with 6 decimals.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +64,23 @@ class Pairs:
 def _validated_pairs(
     a: Any, b: Any, truth: dict[str, Any], meta: Any, path: Path
 ) -> Pairs:
-    """Check everything interfaces.md promises about a pairs file; raise InputError if not."""
+    """Pairs that keep the pairs-file format (see the module doc); InputError if they break
+    it."""
+    a, b = _checked_images(a, b, path)
+    checked = _checked_truth(truth, a.shape[0], path)
+    return Pairs(
+        a=a.astype(np.float32, copy=False),
+        b=b.astype(np.float32, copy=False),
+        angle=checked["angle"],
+        tx=checked["tx"],
+        ty=checked["ty"],
+        meta=_checked_meta(meta, path),
+    )
+
+
+def _checked_images(a: Any, b: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b``: floating point, of one shape ``(n, N, N)`` with n and N at least 1,
+    finite."""
     arrays = {}
     for key, value in (("a", a), ("b", b)):
         arr = np.asarray(value)
@@ -67,40 +100,41 @@ def _validated_pairs(
         raise InputError("empty images (N = 0)", path)
     for key, arr in arrays.items():
         check_finite(arr, path, f"pixels in '{key}'")
-    n = a.shape[0]
+    return a, b
 
+
+def _checked_truth(truth: dict[str, Any], n: int, path: Path) -> dict[str, np.ndarray | None]:
+    """``angle``, ``tx``, ``ty`` as float64 ``(n,)`` arrays (shifts 0 where only the angle is
+    given), or all None where none is given."""
     present = {k: v for k, v in truth.items() if v is not None}
     if present and "angle" not in present:
         raise InputError(f"has '{sorted(present)[0]}' but no 'angle'", path)
     checked: dict[str, np.ndarray | None] = {"angle": None, "tx": None, "ty": None}
-    if present:
-        for key in ("angle", "tx", "ty"):
-            value = present.get(key, np.zeros(n))  # shifts default to 0 when only angle is given
-            arr = np.asarray(value)
-            if arr.dtype.kind not in "iuf":
-                raise InputError(f"truth '{key}' is not numeric (dtype {arr.dtype})", path)
-            if arr.shape != (n,):
-                raise InputError(f"truth '{key}' has shape {arr.shape}, expected ({n},)", path)
-            arr = arr.astype(np.float64)
-            check_finite(arr, path, f"values in '{key}'")
-            checked[key] = arr
+    if not present:
+        return checked
+    for key in ("angle", "tx", "ty"):
+        arr = np.asarray(present.get(key, np.zeros(n)))
+        if arr.dtype.kind not in "iuf":
+            raise InputError(f"truth '{key}' is not numeric (dtype {arr.dtype})", path)
+        if arr.shape != (n,):
+            raise InputError(f"truth '{key}' has shape {arr.shape}, expected ({n},)", path)
+        arr = arr.astype(np.float64)
+        check_finite(arr, path, f"values in '{key}'")
+        checked[key] = arr
+    return checked
 
+
+def _checked_meta(meta: Any, path: Path) -> dict:
+    """``meta`` as a dict (empty where there is none)."""
     if meta is None:
-        meta = {}
-    elif not isinstance(meta, dict):
+        return {}
+    if not isinstance(meta, dict):
         raise InputError("'meta' is not a JSON object", path)
-    return Pairs(
-        a=a.astype(np.float32, copy=False),
-        b=b.astype(np.float32, copy=False),
-        angle=checked["angle"],
-        tx=checked["tx"],
-        ty=checked["ty"],
-        meta=meta,
-    )
+    return meta
 
 
 def read_pairs(path: PathLike) -> Pairs:
-    """Read and validate a pairs ``.npz`` file (see interfaces.md)."""
+    """Read and validate a pairs ``.npz`` file (the format: see the module doc)."""
     path = Path(path)
     _require_file(path)
     # Checked first: otherwise np.load falls back to unpickling and reports that instead.

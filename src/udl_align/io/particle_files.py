@@ -1,11 +1,11 @@
-"""Particle tables: RELION STAR files (3.0, 3.1, 5) and cryoSPARC ``.cs`` files in, RELION 3.1
-out."""
+"""Particle tables: RELION STAR files (3.0, 3.1, 5) and cryoSPARC ``.cs`` files in
+(:class:`ParticlesTable`), RELION 3.1 STAR files out (:class:`ParticlePoses`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,90 +120,122 @@ def read_particles_star(path: PathLike) -> ParticlesTable:
     check that the stacks exist (see :func:`check_stacks_exist`).
     """
     path = Path(path)
-    _require_file(path)
-    try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnImageName"])
-    except Exception as exc:
-        raise InputError(f"not a readable STAR file: {_reason(exc)}", path) from exc
-
-    optics = _as_frame(blocks.get("optics"))
-    if "particles" in blocks:
-        particles = _as_frame(blocks["particles"])
-    else:
-        # Pre-3.1: one unnamed block (or any block naming images).
-        frames = [f for f in (_as_frame(b) for b in blocks.values()) if f is not None]
-        with_names = [f for f in frames if "rlnImageName" in f.columns]
-        particles = with_names[0] if with_names else (frames[0] if frames else None)
-        optics = None
-    if particles is None or len(particles) == 0:
-        raise InputError("no particles in this STAR file", path)
-    if "rlnImageName" not in particles.columns:
-        raise InputError("missing column rlnImageName", path)
+    particles, optics = _star_blocks(path)
     df = particles.reset_index(drop=True).copy()
-
-    # Pixel size (per particle) and image size.
-    pixel = np.full(len(df), np.nan)
-    image_size: int | None = None
-    if optics is not None:
-        if "rlnOpticsGroup" in df.columns and "rlnOpticsGroup" in optics.columns:
-            groups = optics.set_index(pd.to_numeric(optics["rlnOpticsGroup"], errors="coerce"))
-            wanted = pd.to_numeric(df["rlnOpticsGroup"], errors="coerce")
-            missing = sorted(set(wanted.unique()) - set(groups.index))
-            if missing:
-                raise InputError(f"rlnOpticsGroup {missing[0]} is not in the optics block", path)
-            rows = groups.loc[wanted.to_numpy()].reset_index(drop=True)
-        elif len(optics) == 1:
-            rows = optics.iloc[[0] * len(df)].reset_index(drop=True)  # one group: everyone's
-        else:
-            raise InputError("missing column rlnOpticsGroup (several optics groups)", path)
-        if "rlnImageDimensionality" in rows.columns:
-            dims = _numeric_column(rows, "rlnImageDimensionality", path)
-            if (dims != 2).any():
-                raise InputError(f"rlnImageDimensionality {dims[dims != 2][0]:g}: expected "
-                                 "2-D particle images", path)
-        if "rlnImagePixelSize" in rows.columns:
-            pixel = _numeric_column(rows, "rlnImagePixelSize", path)
-        if "rlnImageSize" in rows.columns:
-            values = _numeric_column(rows, "rlnImageSize", path)
-            image_size = int(_single_value(values, "image size", path))
-    elif "rlnPixelSize" in df.columns:
-        pixel = _numeric_column(df, "rlnPixelSize", path)
-    elif "rlnDetectorPixelSize" in df.columns and "rlnMagnification" in df.columns:
-        # Detector pixel in micrometres, magnification dimensionless: 1 um = 1e4 A.
-        pixel = _numeric_column(df, "rlnDetectorPixelSize", path) * 1e4 / _numeric_column(
-            df, "rlnMagnification", path
-        )
+    pixel, image_size = _star_pixel_sizes(df, optics, path)
     df["pixel_size"] = _checked_pixel_sizes(pixel, path)
-
-    # Image names: "index@stack", index 1-based.
-    names = df["rlnImageName"].astype(str)
-    parts = names.str.extract(_IMAGE_NAME)
-    bad = parts[0].isna()
-    if bad.any():
-        value = names[bad].iloc[0]
-        raise InputError(f"bad rlnImageName '{value}' (expected index@stack)", path)
-    df["stack_index"] = parts[0].astype(np.int64) - 1
-    star_dir = path.parent
-    resolved = {s: _resolve_stack(s, star_dir) for s in parts[1].unique()}
-    df["stack_path"] = parts[1].map(resolved)
-
-    # Origins (RELION's sense: they translate the particle back to its centre), in pixels.
+    df["stack_index"], df["stack_path"] = _image_locations(df["rlnImageName"], path)
     for axis in ("X", "Y"):
-        angst, pixels = f"rlnOrigin{axis}Angst", f"rlnOrigin{axis}"
-        if angst in df.columns:
-            if np.isnan(pixel).any():
-                raise InputError(f"has {angst} but no pixel size", path)
-            origin = _numeric_column(df, angst, path) / pixel
-        elif pixels in df.columns:
-            origin = _numeric_column(df, pixels, path)
-        else:
-            origin = np.zeros(len(df))
-        df[f"origin_{axis.lower()}_px"] = origin
+        df[f"origin_{axis.lower()}_px"] = _origin_px(df, axis, pixel, path)
     df["psi"] = (
         _numeric_column(df, "rlnAnglePsi", path) if "rlnAnglePsi" in df.columns else 0.0
     )
     return ParticlesTable(data=df, pixel_size=_most_common(pixel), image_size=image_size,
                           optics=optics)
+
+
+def _star_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The particles block of a STAR file, with ``rlnImageName``, and its optics block (None
+    before RELION 3.1)."""
+    _require_file(path)
+    try:
+        blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnImageName"])
+    except Exception as exc:
+        raise InputError(f"not a readable STAR file: {_reason(exc)}", path) from exc
+    if "particles" in blocks:
+        particles, optics = _as_frame(blocks["particles"]), _as_frame(blocks.get("optics"))
+    else:
+        particles, optics = _pre31_particles(blocks), None
+    if particles is None or len(particles) == 0:
+        raise InputError("no particles in this STAR file", path)
+    if "rlnImageName" not in particles.columns:
+        raise InputError("missing column rlnImageName", path)
+    return particles, optics
+
+
+def _pre31_particles(blocks: Mapping[str, Any]) -> pd.DataFrame | None:
+    """Before RELION 3.1: one unnamed block (or the first block naming images)."""
+    frames = [f for f in (_as_frame(b) for b in blocks.values()) if f is not None]
+    with_names = [f for f in frames if "rlnImageName" in f.columns]
+    return with_names[0] if with_names else (frames[0] if frames else None)
+
+
+def _star_pixel_sizes(df: pd.DataFrame, optics: pd.DataFrame | None,
+                      path: Path) -> tuple[np.ndarray, int | None]:
+    """Each particle's pixel size (NaN where the file gives none) and the image size the
+    file states (None where it states none)."""
+    if optics is not None:
+        return _optics_pixel_sizes(df, optics, path)
+    if "rlnPixelSize" in df.columns:
+        return _numeric_column(df, "rlnPixelSize", path), None
+    if "rlnDetectorPixelSize" in df.columns and "rlnMagnification" in df.columns:
+        # Detector pixel in micrometres, magnification dimensionless: 1 um = 1e4 A.
+        pixel = _numeric_column(df, "rlnDetectorPixelSize", path) * 1e4 / _numeric_column(
+            df, "rlnMagnification", path
+        )
+        return pixel, None
+    return np.full(len(df), np.nan), None
+
+
+def _optics_pixel_sizes(df: pd.DataFrame, optics: pd.DataFrame,
+                        path: Path) -> tuple[np.ndarray, int | None]:
+    """RELION 3.1+: pixel and image size from each particle's optics group, which must hold
+    2-D images of one size."""
+    rows = _optics_rows(df, optics, path)
+    pixel = np.full(len(df), np.nan)
+    image_size: int | None = None
+    if "rlnImageDimensionality" in rows.columns:
+        dims = _numeric_column(rows, "rlnImageDimensionality", path)
+        if (dims != 2).any():
+            raise InputError(f"rlnImageDimensionality {dims[dims != 2][0]:g}: expected "
+                             "2-D particle images", path)
+    if "rlnImagePixelSize" in rows.columns:
+        pixel = _numeric_column(rows, "rlnImagePixelSize", path)
+    if "rlnImageSize" in rows.columns:
+        values = _numeric_column(rows, "rlnImageSize", path)
+        image_size = int(_single_value(values, "image size", path))
+    return pixel, image_size
+
+
+def _optics_rows(df: pd.DataFrame, optics: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Each particle's row of the optics block, by its ``rlnOpticsGroup`` (which a file with
+    one optics group may leave out)."""
+    if "rlnOpticsGroup" in df.columns and "rlnOpticsGroup" in optics.columns:
+        groups = optics.set_index(pd.to_numeric(optics["rlnOpticsGroup"], errors="coerce"))
+        wanted = pd.to_numeric(df["rlnOpticsGroup"], errors="coerce")
+        missing = sorted(set(wanted.unique()) - set(groups.index))
+        if missing:
+            raise InputError(f"rlnOpticsGroup {missing[0]} is not in the optics block", path)
+        return groups.loc[wanted.to_numpy()].reset_index(drop=True)
+    if len(optics) == 1:
+        return optics.iloc[[0] * len(df)].reset_index(drop=True)  # one group: everyone's
+    raise InputError("missing column rlnOpticsGroup (several optics groups)", path)
+
+
+def _image_locations(image_names: pd.Series, path: Path) -> tuple[pd.Series, pd.Series]:
+    """Each particle's 0-based index in its stack and the stack's absolute path, from
+    ``rlnImageName`` (``index@stack``, the index 1-based)."""
+    names = image_names.astype(str)
+    parts = names.str.extract(_IMAGE_NAME)
+    bad = parts[0].isna()
+    if bad.any():
+        value = names[bad].iloc[0]
+        raise InputError(f"bad rlnImageName '{value}' (expected index@stack)", path)
+    resolved = {s: _resolve_stack(s, path.parent) for s in parts[1].unique()}
+    return parts[0].astype(np.int64) - 1, parts[1].map(resolved)
+
+
+def _origin_px(df: pd.DataFrame, axis: str, pixel: np.ndarray, path: Path) -> np.ndarray:
+    """The origin along ``axis`` ("X" or "Y") in pixels, in RELION's sense (it translates
+    the particle back to its centre); 0 where the file gives none."""
+    angst, pixels = f"rlnOrigin{axis}Angst", f"rlnOrigin{axis}"
+    if angst in df.columns:
+        if np.isnan(pixel).any():
+            raise InputError(f"has {angst} but no pixel size", path)
+        return _numeric_column(df, angst, path) / pixel
+    if pixels in df.columns:
+        return _numeric_column(df, pixels, path)
+    return np.zeros(len(df))
 
 
 def _resolve_cs_stack(name: str, cs_dir: Path) -> str:
@@ -263,6 +295,35 @@ def read_particles_cs(path: PathLike) -> ParticlesTable:
     :func:`check_stacks_exist`.
     """
     path = Path(path)
+    arr = _load_cs(path)
+    fields, n = arr.dtype.names, len(arr)
+    stacks = _cs_stacks(arr, path)
+    index = _cs_field(arr, "blob/idx", path, "iu").astype(np.int64)
+    if (index < 0).any():
+        raise InputError(f"bad blob/idx {index[index < 0][0]} (expected 0 or more)", path)
+    image_size = _cs_image_size(arr, path) if "blob/shape" in fields else None
+    optics, group = _cs_optics(arr, image_size, path)
+    pixel = (_cs_field(arr, "blob/psize_A", path).astype(np.float64).reshape(n)
+             if "blob/psize_A" in fields else np.full(n, np.nan))
+
+    names = [f"{i + 1}@{s}" for i, s in zip(index, stacks, strict=True)]
+    df = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": group})
+    for name, (column, scale) in _CS_CTF_COLUMNS.items():
+        if name in fields:
+            df[column] = _cs_field(arr, name, path).astype(np.float64).reshape(n) * scale
+    df["pixel_size"] = _checked_pixel_sizes(pixel, path)
+    df["stack_index"] = index
+    cs_dir = path.parent.resolve()
+    resolved = {s: _resolve_cs_stack(s, cs_dir) for s in np.unique(stacks)}
+    df["stack_path"] = [resolved[s] for s in stacks]
+    df["origin_x_px"] = df["origin_y_px"] = df["psi"] = 0.0
+    return ParticlesTable(data=df, pixel_size=_most_common(pixel), image_size=image_size,
+                          optics=optics)
+
+
+def _load_cs(path: Path) -> np.ndarray:
+    """The structured array of a ``.cs`` file, with ``blob/path``, ``blob/idx`` and at least
+    one particle."""
     _require_file(path)
     # Checked first: otherwise np.load falls back to unpickling and says so instead.
     with open(path, "rb") as f:
@@ -280,36 +341,42 @@ def read_particles_cs(path: PathLike) -> ParticlesTable:
             raise InputError(f"missing field {name}", path)
     if len(arr) == 0:
         raise InputError("no particles in this .cs file", path)
-    n = len(arr)
+    return arr
 
+
+def _cs_stacks(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Each particle's stack as cryoSPARC names it (``blob/path``, without a leading ``>``,
+    cryoSPARC's mark of an imported path)."""
     stacks = _cs_field(arr, "blob/path", path, "SU")
     if stacks.dtype.kind == "S":
         try:
             stacks = np.char.decode(stacks, "utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"field blob/path is not UTF-8 text: {_reason(exc)}", path) from exc
-    # a leading ">" marks a path cryoSPARC imported: the path is what follows
-    stacks = np.array([str(v).strip().removeprefix(">") for v in stacks])
-    index = _cs_field(arr, "blob/idx", path, "iu").astype(np.int64)
-    if (index < 0).any():
-        raise InputError(f"bad blob/idx {index[index < 0][0]} (expected 0 or more)", path)
-    image_size: int | None = None
-    if "blob/shape" in fields:
-        shape = _cs_field(arr, "blob/shape", path, "iu").reshape(n, -1)
-        unique = np.unique(shape, axis=0)
-        if len(unique) > 1:
-            shown = ", ".join("x".join(str(int(v)) for v in u) for u in unique[:4])
-            raise InputError(f"particles differ in image size ({shown}); split the file", path)
-        if unique.shape[1] != 2 or unique[0, 0] != unique[0, 1]:
-            raise InputError(f"images are not square (blob/shape {list(unique[0])})", path)
-        image_size = int(unique[0, 0])
+    return np.array([str(v).strip().removeprefix(">") for v in stacks])
 
-    # One optics group per distinct combination of the optics fields present.
-    optical = [(f, c) for f, c in _CS_OPTICS_COLUMNS.items() if f in fields]
+
+def _cs_image_size(arr: np.ndarray, path: Path) -> int:
+    """The side of the particles' square images (``blob/shape``, the same for all)."""
+    shape = _cs_field(arr, "blob/shape", path, "iu").reshape(len(arr), -1)
+    unique = np.unique(shape, axis=0)
+    if len(unique) > 1:
+        shown = ", ".join("x".join(str(int(v)) for v in u) for u in unique[:4])
+        raise InputError(f"particles differ in image size ({shown}); split the file", path)
+    if unique.shape[1] != 2 or unique[0, 0] != unique[0, 1]:
+        raise InputError(f"images are not square (blob/shape {list(unique[0])})", path)
+    return int(unique[0, 0])
+
+
+def _cs_optics(arr: np.ndarray, image_size: int | None,
+               path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The optics block, one group per distinct combination of the optics fields present, and
+    each particle's group (1-based)."""
+    n = len(arr)
+    optical = [(f, c) for f, c in _CS_OPTICS_COLUMNS.items() if f in arr.dtype.names]
     values = np.stack([_cs_field(arr, f, path).astype(np.float64).reshape(n)
                        for f, _ in optical] or [np.zeros(n)], 1)
     combos, group = np.unique(values, axis=0, return_inverse=True)
-    group = np.asarray(group).reshape(n) + 1
     optics = pd.DataFrame({"rlnOpticsGroup": np.arange(1, len(combos) + 1),
                            "rlnOpticsGroupName": [f"opticsGroup{i}"
                                                   for i in range(1, len(combos) + 1)]})
@@ -318,22 +385,7 @@ def read_particles_cs(path: PathLike) -> ParticlesTable:
     optics["rlnImageDimensionality"] = 2
     if image_size is not None:
         optics["rlnImageSize"] = image_size
-    pixel = (_cs_field(arr, "blob/psize_A", path).astype(np.float64).reshape(n)
-             if "blob/psize_A" in fields else np.full(n, np.nan))
-
-    names = [f"{i + 1}@{s}" for i, s in zip(index, stacks, strict=True)]
-    df = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": group})
-    for name, (column, scale) in _CS_CTF_COLUMNS.items():
-        if name in fields:
-            df[column] = _cs_field(arr, name, path).astype(np.float64).reshape(n) * scale
-    df["pixel_size"] = _checked_pixel_sizes(pixel, path)
-    df["stack_index"] = index
-    cs_dir = path.parent.resolve()
-    resolved = {s: _resolve_cs_stack(s, cs_dir) for s in np.unique(stacks)}
-    df["stack_path"] = [resolved[s] for s in stacks]
-    df["origin_x_px"] = df["origin_y_px"] = df["psi"] = 0.0
-    return ParticlesTable(data=df, pixel_size=_most_common(pixel), image_size=image_size,
-                          optics=optics)
+    return optics, np.asarray(group).reshape(n) + 1
 
 
 def check_stacks_exist(table: ParticlesTable, path: PathLike) -> None:
@@ -355,58 +407,84 @@ def _column(values: Any, n: int, name: str) -> np.ndarray:
     return arr
 
 
-def write_particles_star(
-    path: PathLike,
-    image_names: Any,
-    psi: Any,
-    origin_x_px: Any,
-    origin_y_px: Any,
-    pixel_size: Any,
-    image_size: int,
-    extra: dict[str, np.ndarray] | None = None,
-    optics_extra: dict[str, float] | None = None,
-    optics: pd.DataFrame | None = None,
-    optics_group: Any = 1,
-) -> None:
-    """Write a RELION 3.1 particles STAR file.
+@dataclass
+class ParticlePoses:
+    """Particles with their poses, as :func:`write_particles_star` writes them.
 
-    ``image_names`` are ``index@stack`` strings (1-based); ``psi`` in degrees; origins in pixels
-    in RELION's sense (written as ``rlnOriginXAngst = origin_x_px * pixel_size``, with each
-    particle's pixel size where ``pixel_size`` is an array). ``extra`` adds columns (e.g.
-    ``rlnMaxValueProbDistribution``). Scalars are broadcast.
-    Without ``optics``: one optics group per distinct pixel size (so one for a scalar), and
-    ``optics_group`` is not used. With ``optics`` (an input file's optics block, kept with all
-    its columns and groups), ``optics_group`` gives each particle's ``rlnOpticsGroup``.
+    ``image_names`` are ``index@stack`` strings (the index 1-based); ``psi`` in degrees;
+    origins in pixels in RELION's sense (they translate the particle back to its centre);
+    ``pixel_size`` in Angstrom, one for all or one per particle; ``image_size`` the images'
+    side in pixels. ``extra`` adds particle columns (e.g. ``rlnMaxValueProbDistribution``).
+    Scalars are broadcast.
+
+    ``optics``: an input file's optics block, kept with all its columns and groups, and
+    ``optics_group`` each particle's ``rlnOpticsGroup`` in it; without it there is one optics
+    group per distinct pixel size (so one for a scalar) and ``optics_group`` is not used.
     ``optics_extra`` adds optics-group columns (e.g. ``rlnVoltage``).
     """
-    names = [str(s) for s in np.atleast_1d(np.asarray(image_names))]
-    n = len(names)
-    pixel = _column(pixel_size, n, "pixel_size").astype(np.float64)
-    if optics is None:
+
+    image_names: Any
+    psi: Any
+    origin_x_px: Any
+    origin_y_px: Any
+    pixel_size: Any
+    image_size: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    optics: pd.DataFrame | None = None
+    optics_group: Any = 1
+    optics_extra: Mapping[str, float] = field(default_factory=dict)
+
+
+def write_particles_star(path: PathLike, poses: ParticlePoses) -> None:
+    """Write ``poses`` as a RELION 3.1 particles STAR file (``data_optics`` and
+    ``data_particles``; origins as ``rlnOriginXAngst = origin_x_px * pixel_size``, with each
+    particle's pixel size)."""
+    names = [str(s) for s in np.atleast_1d(np.asarray(poses.image_names))]
+    pixel = _column(poses.pixel_size, len(names), "pixel_size").astype(np.float64)
+    optics, group = _optics_block(poses, pixel)
+    particles = _particles_block(poses, names, pixel, group)
+    with atomic_output(path) as tmp:
+        starfile.write({"optics": optics, "particles": particles}, tmp)
+
+
+def _optics_block(poses: ParticlePoses, pixel: np.ndarray) -> tuple[pd.DataFrame, Any]:
+    """The optics block to write and each particle's optics group in it."""
+    optics, group = poses.optics, poses.optics_group
+    if optics is None:  # one group per pixel size
         sizes, index = np.unique(pixel, return_inverse=True)
         optics = pd.DataFrame({
             "rlnOpticsGroup": np.arange(1, len(sizes) + 1),
             "rlnOpticsGroupName": [f"opticsGroup{i}" for i in range(1, len(sizes) + 1)],
             "rlnImagePixelSize": sizes,
         })
-        optics_group = np.asarray(index).reshape(n) + 1
+        group = np.asarray(index).reshape(len(pixel)) + 1
     optics = optics.reset_index(drop=True).copy()
     for column, value in (("rlnImagePixelSize", float(_most_common(pixel) or 1.0)),
-                          ("rlnImageSize", int(image_size)), ("rlnImageDimensionality", 2),
-                          *(optics_extra or {}).items()):
+                          ("rlnImageSize", int(poses.image_size)),
+                          ("rlnImageDimensionality", 2), *poses.optics_extra.items()):
         if column not in optics.columns:
             optics[column] = value
+    return optics, group
+
+
+def _particles_block(poses: ParticlePoses, names: list[str], pixel: np.ndarray,
+                     group: Any) -> pd.DataFrame:
+    """The particles block to write: names, poses (origins in Angstrom), optics groups and
+    the extra columns."""
+    n = len(names)
+
+    def floats(values: Any, name: str) -> np.ndarray:
+        return _column(values, n, name).astype(np.float64)
+
     columns: dict[str, Any] = {
         "rlnImageName": names,
-        "rlnAnglePsi": _column(psi, n, "psi").astype(np.float64),
-        "rlnOriginXAngst": _column(origin_x_px, n, "origin_x_px").astype(np.float64) * pixel,
-        "rlnOriginYAngst": _column(origin_y_px, n, "origin_y_px").astype(np.float64) * pixel,
-        "rlnOpticsGroup": _column(optics_group, n, "optics_group").astype(np.int64),
+        "rlnAnglePsi": floats(poses.psi, "psi"),
+        "rlnOriginXAngst": floats(poses.origin_x_px, "origin_x_px") * pixel,
+        "rlnOriginYAngst": floats(poses.origin_y_px, "origin_y_px") * pixel,
+        "rlnOpticsGroup": _column(group, n, "optics_group").astype(np.int64),
     }
-    for name, values in (extra or {}).items():
+    for name, values in poses.extra.items():
         if name in columns:
             raise ValueError(f"extra column {name} clashes with a standard column")
         columns[name] = _column(values, n, name)
-    particles = pd.DataFrame(columns)
-    with atomic_output(path) as tmp:
-        starfile.write({"optics": optics, "particles": particles}, tmp)
+    return pd.DataFrame(columns)

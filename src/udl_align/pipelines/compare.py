@@ -14,8 +14,8 @@ from udl_align.data.photos import generate_natural_pairs
 from udl_align.io.files import save_figure
 from udl_align.metrics import score
 
-#: the pair generators a comparison can draw from: the package's own (:mod:`.synth`) and the
-#: independent one (:mod:`.independent`)
+#: the pair generators a comparison can draw from: the package's own
+#: (:mod:`udl_align.data.photos`) and the independent one (:mod:`udl_align.data.independent`)
 GENERATORS = ("synth", "independent")
 
 
@@ -150,7 +150,3 @@ def plot_accuracy_vs_time(results: dict, path: str | Path, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-
-

@@ -1,4 +1,4 @@
-"""A reference from the stack itself, for ``align --stack`` without ``--reference``.
+"""A reference made from the stack itself, for a stack alignment without a reference.
 
 1. **Seed.** ``subset`` particles drawn at random (seeded). The first is the starting
    reference; the subset is aligned to it and averaged, and the subset is aligned to that
@@ -27,7 +27,7 @@ from udl_align import geometry
 from udl_align.aligners.base import Aligner
 from udl_align.data.stacks import ParticleSet
 from udl_align.errors import InputError
-from udl_align.pipelines.stack_align import aligned_batches
+from udl_align.pipelines.aligning import aligned_batches
 
 
 def recentre(image: np.ndarray) -> np.ndarray:
@@ -50,7 +50,7 @@ def average_aligned(particles: ParticleSet, reference: np.ndarray, aligner: Alig
     skipped particles) and mean correntropy."""
     total = torch.zeros(particles.size, particles.size, dtype=torch.float64)
     angle = np.full(particles.n, np.nan)
-    score = np.full(particles.n, np.nan)  # arrays made once (see stack_align.align_stack)
+    score = np.full(particles.n, np.nan)  # arrays made once (see aligning.Part.empty)
     for index, est, aligned, scores, _ in aligned_batches(particles, reference, aligner,
                                                           batch_size, progress, desc):
         total += aligned.double().sum(dim=0)

@@ -1,9 +1,12 @@
-"""The training config: every default lives here."""
+"""The training config: the one home of every training default, and of the defaults that
+depend on the data (:data:`PARTICLE_DEFAULTS`, applied by :meth:`TrainConfig.for_data`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from udl_align.network.models import NetConfig
 
 OBJECTIVES = ("udl", "supervised", "stn")
 
@@ -48,10 +51,46 @@ class TrainConfig:
         clean = {k: tuple(v) if k == "betas" else v for k, v in d.items() if k in names}
         return cls(**clean)
 
+    @classmethod
+    def for_data(cls, images: str | Path, resume: bool = False, **given) -> TrainConfig:
+        """The config for training on ``images``: the ``given`` fields, and for the others the
+        defaults that suit the data (:func:`data_defaults`) or else the field defaults.
+
+        ``given["net"]`` holds overrides of the preset's :class:`NetConfig` (``input``,
+        ``input_lowpass``, ``symmetry``, ...). Where they are not given:
+
+        - ``init``: the data's starting model (the shipped one for particles) for a new UDL run
+          of the cpu preset, none otherwise; ``"none"`` also means random weights;
+        - ``disturb_shift``, ``split_views`` and the input low-pass: the data's;
+        - the input kind: the data's, except when ``init`` names a model (its input is kept);
+        - ``steps``: none when ``resume`` (the run keeps its saved budget; a new run gets the
+          field default).
+        """
+        data = data_defaults(images)
+        init = given.get("init")
+        if init is None:
+            new_udl = (given.get("objective", cls.objective) == "udl"
+                       and given.get("preset", cls.preset) == "cpu" and not resume)
+            init = data["init"] if new_udl else ""
+        init = "" if init == "none" else init
+        wanted = dict(given.get("net", {}))
+        net = {"input_lowpass": wanted.pop("input_lowpass", data["input_lowpass"])}
+        if "input" in wanted or not init:
+            net["input"] = wanted.pop("input", data["input"])
+        net.update(wanted)
+        fields = {"disturb_shift": data["disturb_shift"], "split_views": data["split_views"],
+                  **given, "images": str(images), "init": init, "net": net}
+        if resume and "steps" not in given:
+            fields["steps"] = None
+        return cls(**fields)
+
+
+def field_default(name: str):
+    """The default of :class:`TrainConfig`'s field ``name``."""
+    return TrainConfig.__dataclass_fields__[name].default
+
 
 VALIDATION = 10_000  # seed offsets of the validation and calibration sources
-
-
 CALIBRATION = 20_000
 
 
@@ -76,9 +115,12 @@ PARTICLE_DEFAULTS = {"input": "image", "disturb_shift": 0.0, "input_lowpass": 0.
                      "split_views": True, "init": "default"}
 
 
+#: the same settings for photographs and pairs files: the field defaults
+OTHER_DEFAULTS = {"input": NetConfig.input, "disturb_shift": TrainConfig.disturb_shift,
+                  "input_lowpass": NetConfig.input_lowpass,
+                  "split_views": TrainConfig.split_views, "init": TrainConfig.init}
+
+
 def data_defaults(path: str | Path) -> dict:
     """The training settings (``PARTICLE_DEFAULTS``' keys) suited to the data at ``path``."""
-    if is_particle_data(path):
-        return dict(PARTICLE_DEFAULTS)
-    return {"input": "image", "disturb_shift": TrainConfig.disturb_shift, "input_lowpass": 0.0,
-            "split_views": False, "init": ""}
+    return dict(PARTICLE_DEFAULTS if is_particle_data(path) else OTHER_DEFAULTS)

@@ -1,11 +1,12 @@
-"""One plain training loop for the three objectives (``udl``, ``supervised``, ``stn``), with
-checkpoints that hold everything needed to resume or to align: the network's config and weights,
-the training config, optimiser, scheduler, random states, step, history and the offset C.
+"""One plain training loop for the three objectives (``udl``, ``supervised``, ``stn``), one step
+function each, with checkpoints that hold everything needed to resume or to align: the
+network's config and weights, the training config, optimiser, scheduler, random states, step,
+history and the offset C.
 
-Inputs to the network (:func:`prepare_input`): each image's impulses are repaired (the shared
-pre-processing of :mod:`udl_align.filters`), then it is resampled to the model's size
-(bilinear with antialiasing), standardised (zero mean, unit variance) and multiplied by the same
-soft circular mask, so empty rotated corners carry no angle.
+Inputs to the network (:func:`udl_align.network.inputs.model_input`): each image's impulses are
+repaired (the shared pre-processing of :mod:`udl_align.filters`), then it is resampled to the
+model's size (bilinear with antialiasing), standardised (zero mean, unit variance) and
+multiplied by the same soft circular mask, so empty rotated corners carry no angle.
 
 UDL batches (:func:`udl_batch`): each pair ``(I1, I2)`` is seen twice, as ``A`` and ``B``, each
 image turned by its own random angle (uniform on the circle) and shifted by up to
@@ -13,11 +14,17 @@ image turned by its own random angle (uniform on the circle) and shifted by up t
 resolution before the down-sampling) for both, so blur cannot tell ``A`` from ``B``. The two
 images of a pair never share a noise realisation (the generator adds noise to each). The target
 of ``F(A) - F(B)`` is ``(a2 - a1) - (b2 - b1)``.
+
+Random numbers: ``cfg.seed`` seeds torch's global generator just before the network is built
+(its initial weights), the pair source (numpy generators ``rng`` and ``noise_rng``) and
+``torch.Generator(seed + 1)`` for UDL's disturbances; the checkpoints save the last two, so a
+resumed run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +35,12 @@ from udl_align import distributed, geometry
 from udl_align.errors import InputError, checked_device
 from udl_align.filters import repair_impulses
 from udl_align.io.files import check_writable
-from udl_align.network.calibration import confidence_floor, offset_label_free
+from udl_align.io.pairs import Pairs, read_pairs
+from udl_align.network.calibration import confidence_floor, offset_label_free, offset_labelled
 from udl_align.network.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
+    model_from_checkpoint,
     resolve_model_path,
     save_checkpoint,
 )
@@ -39,18 +48,18 @@ from udl_align.network.inputs import input_mask, model_input
 from udl_align.network.losses import stn_loss, supervised_loss, udl_loss
 from udl_align.network.models import AlignNet, NetConfig, preset, to_device
 from udl_align.network.predict import predict_angles
-from udl_align.training.config import CALIBRATION, OBJECTIVES, VALIDATION, TrainConfig
+from udl_align.training.config import (
+    CALIBRATION,
+    OBJECTIVES,
+    VALIDATION,
+    TrainConfig,
+    field_default,
+)
 from udl_align.training.sources import batch_stream, default_sources
 
 # --------------------------------------------------------------------------------------------
-# Inputs
+# UDL's disturbed copies
 # --------------------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 def disturb(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -95,16 +104,98 @@ def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoints
+# A run and its steps
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """One training run: what its steps use and what its checkpoints save."""
+
+    cfg: TrainConfig
+    net_cfg: NetConfig
+    model: AlignNet
+    trainee: torch.nn.Module  # what the steps run through: the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.StepLR
+    source: object  # this process's pair source (its random states are checkpointed)
+    gen: torch.Generator  # UDL's disturbances
+    device: torch.device
+    mask: torch.Tensor  # the network's input mask
+    rows: slice  # this process's rows of every batch
+    step: int = 0
+    history: list = field(default_factory=list)
+    seconds_before: float = 0.0  # training time of the run's earlier (resumed) calls
+    started: float = field(default_factory=time.time)  # when this call's steps began
+
+    def seconds(self) -> float:
+        """The run's training time."""
+        return self.seconds_before + (time.time() - self.started)
+
+    def checkpoint(self) -> dict:
+        """Everything needed to resume; ``offset`` is set by calibration at the end."""
+        return {
+            "format": CHECKPOINT_FORMAT, "net": self.net_cfg.to_dict(),
+            "train": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "step": self.step, "history": self.history, "train_seconds": self.seconds(),
+            "rng": {"pairs": self.source.rng.bit_generator.state,
+                    "noise": self.source.noise_rng.bit_generator.state,
+                    "torch": self.gen.get_state()},
+            "offset": None,
+        }
 
 
+def pair_images(run: Run, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's rows of a batch on the training device, impulses repaired before any
+    turn smears them (``model_input`` repairs what it is given)."""
+    a = repair_impulses(torch.from_numpy(batch.a[run.rows]).to(run.device))
+    b = repair_impulses(torch.from_numpy(batch.b[run.rows]).to(run.device))
+    return a, b
 
 
+def udl_step(run: Run, batch) -> torch.Tensor:
+    """UDL's loss on a batch: the difference of the outputs for the two disturbed copies of
+    each pair against the difference of their disturbances (no labels used)."""
+    a, b = pair_images(run, batch)
+    cfg, net_cfg = run.cfg, run.net_cfg
+    (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, run.gen, run.rows,
+                                           cfg.batch_size, cfg.split_views)
+    prep = [model_input(net_cfg, x, run.mask) for x in (a1, b1, a2, b2)]
+    outs = run.trainee(torch.cat([prep[0], prep[2]]), torch.cat([prep[1], prep[3]]))
+    out_a, out_b = outs.chunk(2)
+    # spectra: the head works on the doubled circle
+    return udl_loss(out_a, out_b, target * net_cfg.angle_factor, net_cfg.head)
 
 
+def supervised_step(run: Run, batch) -> torch.Tensor:
+    """The supervised loss on a batch: the outputs against the pairs' true angles."""
+    a, b = pair_images(run, batch)
+    pa, pb = model_input(run.net_cfg, a, run.mask), model_input(run.net_cfg, b, run.mask)
+    angle = torch.from_numpy(batch.angle[run.rows]).float().to(run.device)
+    angle = angle * run.net_cfg.angle_factor
+    return supervised_loss(run.trainee(pa, pb), angle, run.net_cfg.head)
+
+
+def stn_step(run: Run, batch) -> torch.Tensor:
+    """The STN baseline's loss on a batch: the first image warped by the predicted transform
+    against the second (no labels used)."""
+    a, b = pair_images(run, batch)
+    pa, pb = model_input(run.net_cfg, a, run.mask), model_input(run.net_cfg, b, run.mask)
+    return stn_loss(run.trainee(pa, pb), pa, pb, run.mask, run.net_cfg.size / 8.0)
+
+
+STEPS = {"udl": udl_step, "supervised": supervised_step, "stn": stn_step}
+assert tuple(STEPS) == OBJECTIVES
+
+
+def optimise(run: Run, loss: torch.Tensor) -> None:
+    """One optimiser and scheduler step on ``loss``."""
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.sched.step()
+    run.step += 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,8 +203,15 @@ def udl_batch(a: torch.Tensor, b: torch.Tensor, disturb_shift: float, gen: torch
 # --------------------------------------------------------------------------------------------
 
 
+def validation_set(run: Run, make_source) -> dict:
+    """A fixed validation set from *training* data at other places (a test split stays
+    unseen), prepared as the network sees it."""
+    batch = make_source(run.cfg, VALIDATION).sample(run.cfg.val_pairs)
 
+    def prepared(images: np.ndarray) -> torch.Tensor:
+        return model_input(run.net_cfg, torch.from_numpy(images).to(run.device), run.mask)
 
+    return {"a": prepared(batch.a), "b": prepared(batch.b), "angle": batch.angle}
 
 
 def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
@@ -128,25 +226,87 @@ def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
     return float(err.mean()), float(np.median(err)), offset
 
 
+def validate(run: Run, val: dict, loss: float) -> dict:
+    """The history entry at the run's step: the running training loss, the training time and,
+    where the validation pairs have truth (a pairs file may have none), the validation errors
+    (:func:`validation_error`)."""
+    entry = {"step": run.step, "loss": loss, "seconds": run.seconds()}
+    if np.isfinite(val["angle"]).all():
+        mean_err, median_err, _ = validation_error(run.model, val)
+        entry.update(val_mean_deg=mean_err, val_median_deg=median_err)
+    return entry
+
+
+def shown(entry: dict, deadline: float | None) -> dict:
+    """What the progress bar shows of a history entry; under a time budget also the time left
+    (the bar has no step total, so no ETA of its own)."""
+    out = {k.replace("_deg", ""): f"{v:.1f}" for k, v in entry.items()
+           if k in ("loss", "val_mean_deg", "val_median_deg")}
+    if deadline:
+        out["left"] = f"{max(deadline - time.time(), 0) / 60:.1f}min"
+    return out
+
+
 # --------------------------------------------------------------------------------------------
-# The loop
+# Budget and checkpoints
 # --------------------------------------------------------------------------------------------
 
 
+def finished(step: int, steps: int, deadline: float | None) -> bool:
+    """Whether the budget is spent: ``steps`` steps, or the wall time up to ``deadline``."""
+    return step >= steps if deadline is None else time.time() >= deadline
 
 
+class CheckpointCadence:
+    """When a checkpoint is due: after ``minutes`` of wall time since the last one, and at
+    every multiple of ``steps`` steps (0: by time only)."""
+
+    def __init__(self, minutes: float, steps: int, now: float) -> None:
+        self.seconds, self.steps, self.last = minutes * 60, steps, now
+
+    def due(self, step: int) -> bool:
+        return (time.time() - self.last > self.seconds
+                or bool(self.steps and step % self.steps == 0))
+
+    def saved(self) -> None:
+        self.last = time.time()
 
 
+def resumed(cfg: TrainConfig, out: Path, resume: bool, log) -> tuple[TrainConfig, dict | None]:
+    """The config to train with, and the checkpoint in ``out`` to continue (``None``: a new
+    run). A resumed run keeps its saved config, except a step budget (``steps=None`` keeps the
+    saved one) and the ``minutes``, ``device`` and ``workers`` of this call."""
+    state = load_checkpoint(out) if resume and out.exists() else None
+    if state is not None and "optimizer" not in state:
+        raise InputError("is an exported model (no optimiser state): it cannot be resumed", out)
+    if resume and state is None:
+        log(f"{out} does not exist yet: starting a new run")
+    if state is None:
+        if cfg.steps is None:
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": field_default("steps")})
+        return cfg, None
+    saved = state["train"]
+    return TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
+                                  else cfg.steps, "minutes": cfg.minutes,
+                                  "device": cfg.device, "workers": cfg.workers}), state
 
 
+def restore(run: Run, state: dict) -> None:
+    """Continue ``run`` from checkpoint ``state``: weights, optimiser, scheduler, step, history,
+    training time and the random states of the pairs and of the disturbances."""
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.step, run.history = state["step"], state["history"]
+    run.seconds_before = state.get("train_seconds", 0.0)
+    run.source.rng.bit_generator.state = state["rng"]["pairs"]
+    run.source.noise_rng.bit_generator.state = state["rng"]["noise"]
+    run.gen.set_state(state["rng"]["torch"])
 
 
-
-
-
-
-
-
+# --------------------------------------------------------------------------------------------
+# Setting up
+# --------------------------------------------------------------------------------------------
 
 
 def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
@@ -167,6 +327,60 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
     return init_cfg, state["model"]
 
 
+def network(cfg: TrainConfig, state: dict | None) -> tuple[NetConfig, dict | None]:
+    """The network config and the weights to start from: a resumed run's own config; else the
+    preset with ``cfg.net`` (a rigid head for the STN baseline), or ``cfg.init``'s."""
+    net_cfg = preset(cfg.preset, **cfg.net)
+    if cfg.objective == "stn":
+        net_cfg.head = "rigid"
+        if net_cfg.input != "image":
+            raise InputError("the STN baseline warps images: it needs image input")
+    if state is not None:
+        return NetConfig.from_dict(state["net"]), None
+    return initial_weights(cfg, net_cfg)
+
+
+def start_run(cfg: TrainConfig, state: dict | None, make_source
+              ) -> tuple[Run, distributed.Ranks]:
+    """The run's network, optimiser, scheduler, pair source and generators, on this process's
+    device, continued from ``state`` when given; and the processes (ranks) training it."""
+    net_cfg, start_weights = network(cfg, state)
+    device = checked_device(cfg.device)
+    ranks = distributed.start(cfg.device)
+    distributed.check_batch(ranks, cfg.batch_size)
+    if device.type == "cuda" and ranks.active:
+        device = torch.device("cuda", ranks.local_rank)
+    torch.manual_seed(cfg.seed)
+    model = AlignNet(net_cfg)
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
+    to_device(model, device)
+    trainee = distributed.wrap(model, ranks, device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    run = Run(cfg, net_cfg, model, trainee, opt, sched, source=make_source(cfg, 0),
+              gen=torch.Generator().manual_seed(cfg.seed + 1), device=device,
+              mask=input_mask(net_cfg.size, device), rows=ranks.rows(cfg.batch_size))
+    if state is not None:
+        restore(run, state)
+    return run, ranks
+
+
+def labelled_pairs(path: str | Path | None) -> Pairs | None:
+    """The pairs with true angles to calibrate with, if a path is given."""
+    if not path:
+        return None
+    pairs = read_pairs(path)
+    if not pairs.has_truth:
+        raise InputError("has no truth to calibrate with", path)
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
 def train(
     cfg: TrainConfig,
     out: str | Path,
@@ -174,6 +388,7 @@ def train(
     progress: bool = True,
     log=print,
     make_source=None,
+    calibrate_with: str | Path | None = None,
 ) -> dict:
     """Train (or resume) and write checkpoints to ``out``; returns the final checkpoint.
 
@@ -181,152 +396,72 @@ def train(
     ``cfg.images``, train split); any object with ``sample(n) -> PairBatch``,
     ``sample_views(n, k)`` and numpy generators ``rng`` and ``noise_rng`` will do.
 
-    Under ``torchrun`` every process runs this (:mod:`.distributed`): each trains on its share
-    of every batch, rank 0 alone validates, writes checkpoints and calibrates, and the other
-    ranks return ``{}``.
+    The offset C is estimated without labels (:func:`calibrate`), or, with ``calibrate_with``
+    (a pairs ``.npz`` with truth), from those labelled pairs (:func:`calibrate_labelled`).
+
+    Under ``torchrun`` every process runs this (:mod:`udl_align.distributed`): each trains on
+    its share of every batch, rank 0 alone validates, writes checkpoints and calibrates, and
+    the other ranks return ``{}``.
     """
     if cfg.objective not in OBJECTIVES:
         raise InputError(f"unknown objective '{cfg.objective}' (expected one of "
                          f"{', '.join(OBJECTIVES)})")
+    labelled = labelled_pairs(calibrate_with)
     out = check_writable(out)
-    state = load_checkpoint(out) if resume and out.exists() else None
-    if state is not None and "optimizer" not in state:
-        raise InputError("is an exported model (no optimiser state): it cannot be resumed", out)
-    if resume and state is None:
-        log(f"{out} does not exist yet: starting a new run")
-    if state is None and cfg.steps is None:
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), "steps": 1000})
-    if state is not None:
-        # the saved config, except a step budget or a time budget given for this call
-        # (``steps=None`` keeps the saved step budget; ``minutes``, ``device`` and
-        # ``workers`` are for this call)
-        saved = state["train"]
-        cfg = TrainConfig.from_dict({**saved, "steps": saved["steps"] if cfg.steps is None
-                                     else cfg.steps, "minutes": cfg.minutes,
-                                     "device": cfg.device, "workers": cfg.workers})
+    cfg, state = resumed(cfg, out, resume, log)
     make_source = make_source or default_sources(cfg)
-    net_cfg = preset(cfg.preset, **cfg.net)
-    if cfg.objective == "stn":
-        net_cfg.head = "rigid"
-        if net_cfg.input != "image":
-            raise InputError("the STN baseline warps images: it needs image input")
-    net_cfg, start_weights = initial_weights(cfg, net_cfg) if state is None else (net_cfg, None)
+    run, ranks = start_run(cfg, state, make_source)
     if state is not None:
-        net_cfg = NetConfig.from_dict(state["net"])
-    device = checked_device(cfg.device)
-    ranks = distributed.start(cfg.device)
-    distributed.check_batch(ranks, cfg.batch_size)
-    if device.type == "cuda" and ranks.active:
-        device = torch.device("cuda", ranks.local_rank)
-    progress = progress and ranks.main
-    torch.manual_seed(cfg.seed)
-    model = AlignNet(net_cfg)
-    if start_weights is not None:
-        model.load_state_dict(start_weights)
-    to_device(model, device)
-    trainee = distributed.wrap(model, ranks, device)  # what the steps run through
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    source = make_source(cfg, 0)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    step, history, elapsed_before = 0, [], 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = state["step"], state["history"]
-        elapsed_before = state.get("train_seconds", 0.0)
-        source.rng.bit_generator.state = state["rng"]["pairs"]
-        source.noise_rng.bit_generator.state = state["rng"]["noise"]
-        gen.set_state(state["rng"]["torch"])
-        log(f"resuming {out} at step {step}")
-
-    # a fixed validation set from *training* photographs at other places (test stays unseen)
-    val_batch = make_source(cfg, VALIDATION).sample(cfg.val_pairs)
-    mask = input_mask(net_cfg.size, device)
-    val = {"a": model_input(net_cfg, torch.from_numpy(val_batch.a).to(device), mask),
-           "b": model_input(net_cfg, torch.from_numpy(val_batch.b).to(device), mask),
-           "angle": val_batch.angle}
-
-    def snapshot() -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT, "net": net_cfg.to_dict(), "train": cfg.to_dict(),
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "step": step, "history": history,
-            "train_seconds": elapsed_before + (time.time() - start),
-            "rng": {"pairs": source.rng.bit_generator.state,
-                    "noise": source.noise_rng.bit_generator.state, "torch": gen.get_state()},
-            "offset": None,
-        }
-
-    start = last_save = time.time()
-    deadline = start + cfg.minutes * 60 if cfg.minutes else None
-    total = None if deadline else cfg.steps
-    shift_scale = net_cfg.size / 8.0
-    factor = net_cfg.angle_factor  # spectra: the head works on the doubled circle
-    model.train()
-    running = None
-    bar = tqdm(total=total, initial=step if total else 0, desc=f"train {cfg.objective}",
-               unit="step", disable=not progress)
-    rows = ranks.rows(cfg.batch_size)  # this process's share of each batch
-    batches = batch_stream(make_source, cfg, source, step)
-    while True:
-        over = step >= cfg.steps if deadline is None else time.time() >= deadline
-        if distributed.agree(ranks, over)[0]:  # every process stops at the same step
-            break
-        batch = next(batches)
-        # impulses repaired before any turn smears them (model_input repairs what it is given)
-        a = repair_impulses(torch.from_numpy(batch.a[rows]).to(device))
-        b = repair_impulses(torch.from_numpy(batch.b[rows]).to(device))
-        if cfg.objective == "udl":
-            (a1, b1), (a2, b2), target = udl_batch(a, b, cfg.disturb_shift, gen, rows,
-                                                   cfg.batch_size, cfg.split_views)
-            prep = [model_input(net_cfg, x, mask) for x in (a1, b1, a2, b2)]
-            outs = trainee(torch.cat([prep[0], prep[2]]), torch.cat([prep[1], prep[3]]))
-            out_a, out_b = outs.chunk(2)
-            loss = udl_loss(out_a, out_b, target * factor, net_cfg.head)
-        elif cfg.objective == "supervised":
-            pa, pb = model_input(net_cfg, a, mask), model_input(net_cfg, b, mask)
-            angle = torch.from_numpy(batch.angle[rows]).float().to(device) * factor
-            loss = supervised_loss(trainee(pa, pb), angle, net_cfg.head)
-        else:
-            pa, pb = model_input(net_cfg, a, mask), model_input(net_cfg, b, mask)
-            loss = stn_loss(trainee(pa, pb), pa, pb, mask, shift_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(1)
-        if step % cfg.val_every == 0 and ranks.main:
-            entry = {"step": step, "loss": running,
-                     "seconds": elapsed_before + time.time() - start}
-            if np.isfinite(val["angle"]).all():  # pairs files may come without truth
-                mean_err, median_err, _ = validation_error(model, val)
-                entry.update(val_mean_deg=mean_err, val_median_deg=median_err)
-            history.append(entry)
-            shown = {k.replace("_deg", ""): f"{v:.1f}" for k, v in entry.items()
-                     if k in ("loss", "val_mean_deg", "val_median_deg")}
-            if deadline:  # a time budget has no step total, so the bar shows no ETA itself
-                shown["left"] = f"{max(deadline - time.time(), 0) / 60:.1f}min"
-            bar.set_postfix(shown)
-        due = (time.time() - last_save > cfg.checkpoint_minutes * 60
-               or bool(cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0))
-        if distributed.agree(ranks, due)[0]:
-            if ranks.main:  # the ranks' weights and random states are the same
-                save_checkpoint(out, snapshot())
-            last_save = time.time()
-    bar.close()
-    batches.close()  # ends the pair-making processes, if any
+        log(f"resuming {out} at step {run.step}")
+    val = validation_set(run, make_source)
+    train_steps(run, ranks, val, make_source, out, progress and ranks.main)
     final = {}
     if ranks.main:
-        final = snapshot()
-        final.update(calibrate(model, cfg, make_source(cfg, CALIBRATION)))
+        final = run.checkpoint()
+        final.update(calibrate(run.model, cfg, make_source(cfg, CALIBRATION)))
+        if labelled is not None:
+            final.update(calibrate_labelled(final, labelled, str(calibrate_with)))
         save_checkpoint(out, final)
     distributed.barrier(ranks)
     distributed.stop(ranks)
     return final
+
+
+def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out: Path,
+                progress: bool) -> None:
+    """Step ``run`` until its budget is spent, recording validation errors every
+    ``val_every`` steps and writing checkpoints to ``out`` as they fall due. The processes
+    take rank 0's decisions to stop and to checkpoint, so they do both at the same step."""
+    cfg = run.cfg
+    run.started = time.time()
+    deadline = run.started + cfg.minutes * 60 if cfg.minutes else None
+    cadence = CheckpointCadence(cfg.checkpoint_minutes, cfg.checkpoint_steps, run.started)
+    step = STEPS[cfg.objective]
+    run.model.train()
+    total = None if deadline else cfg.steps
+    bar = tqdm(total=total, initial=run.step if total else 0, desc=f"train {cfg.objective}",
+               unit="step", disable=not progress)
+    batches = batch_stream(make_source, cfg, run.source, run.step)
+    running = None
+    while not distributed.agree(ranks, finished(run.step, cfg.steps, deadline))[0]:
+        loss = step(run, next(batches))
+        optimise(run, loss)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        if run.step % cfg.val_every == 0 and ranks.main:
+            run.history.append(validate(run, val, running))
+            bar.set_postfix(shown(run.history[-1], deadline))
+        if distributed.agree(ranks, cadence.due(run.step))[0]:
+            if ranks.main:  # the ranks' weights and random states are the same
+                save_checkpoint(out, run.checkpoint())
+            cadence.saved()
+    bar.close()
+    batches.close()  # ends the pair-making processes, if any
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
 
 
 def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
@@ -344,3 +479,13 @@ def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
     info = offset_label_free(model, views)
     info["method"] = "label-free (antisymmetry + cycles)"
     return {"offset": info["offset"], "offset_info": info, "confidence_floor": floor}
+
+
+def calibrate_labelled(state: dict, pairs: Pairs, name: str) -> dict:
+    """The offset C of checkpoint ``state``'s model from ``pairs`` with true angles (named
+    ``name`` in ``offset_info["method"]``), the paper's way; the label-free estimate stays in
+    ``offset_info["label_free"]``. Returns checkpoint entries: ``offset``, ``offset_info``."""
+    info = offset_labelled(model_from_checkpoint(state), pairs.a, pairs.b, pairs.angle)
+    info["method"] = f"labelled ({name})"
+    info["label_free"] = state["offset_info"]
+    return {"offset": info["offset"], "offset_info": info}

@@ -20,17 +20,16 @@ from udl_align.training.config import VALIDATION, TrainConfig, is_particle_data
 def default_sources(cfg: TrainConfig):
     """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
     split; new pairs at every step), the pairs of a ``.npz``, or pairs of particles of a stack
-    or STAR (:mod:`.particle_pairs`); the last two hold a tenth out for validation."""
+    or STAR (:mod:`udl_align.data.stack_pairs`); the last two hold a tenth out for
+    validation."""
     path = Path(cfg.images)
     if is_particle_data(path):
-
         particles = open_particles(path)
         if cfg.objective == "supervised" and particles.transforms() is None:
             raise InputError("has no rlnAnglePsi and origins: supervised training needs "
                              "them", path)
         reference = None
         if cfg.reference:
-
             reference = read_reference(cfg.reference, particles.size)
         return lambda c, offset: StackPairSource(
             particles, seed=c.seed + offset, group_by=c.group_by, reference=reference,

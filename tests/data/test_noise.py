@@ -1,3 +1,6 @@
+"""Noise conditions (udl_align.data.noise): the SNR and proportions asked for, and the
+specs refused."""
+
 import numpy as np
 import pytest
 

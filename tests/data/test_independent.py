@@ -1,3 +1,6 @@
+"""The independent pair generator (udl_align.data.independent): its truth in the package's
+convention, its seeding and its noise."""
+
 import numpy as np
 import pytest
 from PIL import Image

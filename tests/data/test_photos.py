@@ -1,3 +1,6 @@
+"""Synthetic pairs from photographs (udl_align.data.photos): the convention, the noise, the
+train/test split and the checks of its inputs."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,6 +92,20 @@ def test_bad_inputs(tmp_path, photo_dir):
         NaturalPairSource(photo_dir, noise="pink:1")
     with pytest.raises(InputError, match="large enough"):
         NaturalPairSource([photo_dir / "astro_small.jpg"], size=256).sample(1)
+
+
+def test_bad_settings_are_named_in_the_library_s_words(photo_dir):
+    """From Python there is no command line: the messages name what is wrong, not a flag."""
+    cases = ((lambda: NaturalPairSource(photo_dir, size=4),
+              "the patch size must be at least 8 px, got 4"),
+             (lambda: NaturalPairSource(photo_dir, max_shift=-1),
+              "the largest shift must be >= 0 px, got -1"),
+             (lambda: generate_natural_pairs(photo_dir, n=0, progress=False),
+              "the number of pairs must be at least 1, got 0"))
+    for make, message in cases:
+        with pytest.raises(InputError) as info:
+            make()
+        assert str(info.value) == message
 
 
 def test_photographs_are_checked_up_front(tmp_path, photo_dir):

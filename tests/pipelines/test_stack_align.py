@@ -439,3 +439,64 @@ def test_reference_free_warns_once_about_a_non_standard_stack(tiny, tmp_path, ca
                  "--rounds", "1", "--quiet"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "machine stamp 0x00 0x00 0x44 0x44 unrecognised" in err[0], err
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline from Python
+# --------------------------------------------------------------------------------------------
+
+
+def tiny_pipeline(tiny_dir, out, options, log):
+    """What ``align_tiny`` runs, called from Python."""
+    from udl_align.aligners import make_aligner
+    from udl_align.data.stacks import open_particles
+    from udl_align.pipelines.stack_align import align_particles
+
+    aligner = make_aligner("bruteforce", max_shift=2.0, lowpass=0.25, angle_step=4.0)
+    return align_particles(open_particles(tiny_dir / "parts.mrcs"), aligner, out,
+                           tiny_dir / "parts_reference.mrc", options, log=log)
+
+
+def test_the_pipeline_from_python_writes_what_the_command_writes(tiny, tmp_path):
+    from udl_align.pipelines.stack_align import StackAlignOptions
+
+    said = []
+    summary = tiny_pipeline(tiny, tmp_path / "py", StackAlignOptions(batch_size=16,
+                                                                     progress=False),
+                            said.append)
+    assert summary["aligned"] == 4 and summary["skipped"] == 0
+    assert summary["reference"] == str(tiny / "parts_reference.mrc")
+    assert said == []
+    ours = starfile.read(tmp_path / "py" / "particles.star")
+    plain = starfile.read(tiny / "plain" / "particles.star")
+    for block in ("optics", "particles"):
+        pd.testing.assert_frame_equal(ours[block], plain[block])
+    for name in ("aligned.mrcs", "average.mrc"):
+        with mrcfile.open(tmp_path / "py" / name) as a, mrcfile.open(tiny / "plain" / name) as b:
+            assert np.array_equal(a.data, b.data), name
+
+
+def test_progress_of_another_run_is_not_resumed(tiny, tmp_path):
+    """A saved state whose run differs (here: its batch size) is set aside; so is a folder
+    without one. The outputs are those of a fresh run and no progress is left."""
+    from udl_align.pipelines.aligning import Part
+    from udl_align.pipelines.resume import Progress
+    from udl_align.pipelines.stack_align import StackAlignOptions
+
+    options = StackAlignOptions(batch_size=2, progress=False, resume=True)
+    said = []
+    assert tiny_pipeline(tiny, tmp_path / "fresh", options, said.append)["aligned"] == 4
+    assert said == ["nothing to resume: starting afresh"]
+    out = tmp_path / "other"
+    progress = Progress(out / ".partial", {"batch": 3})
+    progress.start(Part.empty(4, 32), resume=False)
+    progress.stack.write_bytes(b"")
+    progress.save(Part.empty(4, 32), 0, 0)
+    said.clear()
+    assert tiny_pipeline(tiny, out, options, said.append)["aligned"] == 4
+    assert said == ["the saved run differs (input, reference, method or batch size): starting "
+                    "afresh"]
+    assert not (out / ".partial").exists()
+    a = starfile.read(out / "particles.star")["particles"]
+    b = starfile.read(tmp_path / "fresh" / "particles.star")["particles"]
+    pd.testing.assert_frame_equal(a, b)

@@ -10,6 +10,7 @@ from conftest import blob_average
 from udl_align import geometry as g
 from udl_align.data.ctf import ctf, electron_wavelength
 from udl_align.data.particles import ParticleSynth, isolate, load_template, measured_snr
+from udl_align.errors import InputError
 
 
 @pytest.fixture
@@ -33,6 +34,18 @@ def test_particles_have_the_snr_asked_for(template_png, ctf_on):
     snr = measured_snr(batch.clean, batch.images, batch.masks)
     assert abs(np.mean(snr) - 0.1) < 0.003
     assert batch.images.dtype == np.float32 and batch.images.shape == (40, 64, 64)
+
+
+def test_bad_settings_are_named_in_the_library_s_words(template_png):
+    """From Python there is no command line: the messages name what is wrong, not a flag."""
+    t = load_template(template_png, 64, max_shift=4)
+    for options, message in (({"snr": [1.0, 0.0]}, "the SNR must be positive, got [1.0, 0.0]"),
+                             ({"max_shift": -2}, "the largest shift must be >= 0 px, got -2"),
+                             ({"background": -0.5},
+                              "the background level must be >= 0, got -0.5")):
+        with pytest.raises(InputError) as info:
+            ParticleSynth(t, **options)
+        assert str(info.value) == message
 
 
 def test_a_mixed_stack_gives_each_particle_its_snr_in_turn(template_png):
