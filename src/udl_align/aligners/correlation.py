@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from .. import geometry
-from ..filters import repair_impulses
 
 
 def to_tensor(images, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -378,16 +377,14 @@ class Estimate:
 
 
 class Preprocess:
-    """Repair impulses (:mod:`udl_align.filters`, where an image has them), standardise, then
-    low-pass: the same for every aligner, so scores compare."""
+    """Standardise, then low-pass: the same for every aligner, so scores compare (images come
+    with their impulses already repaired: :meth:`Aligner.inputs`)."""
 
-    def __init__(self, lowpass: float | None, impulses: bool = True) -> None:
+    def __init__(self, lowpass: float | None) -> None:
         self.lowpass = lowpass
-        self.impulses = bool(impulses)
 
     def __call__(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """``size``: also down-sample (see :func:`gaussian_lowpass`)."""
-        x = repair_impulses(x) if self.impulses else x
         return gaussian_lowpass(standardise(x), self.lowpass, size)
 
 

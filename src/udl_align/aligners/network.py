@@ -25,7 +25,6 @@ from .correlation import (
     prepare_reference,
     score_angles,
     shift_step,
-    to_tensor,
 )
 from .guided import GuidedSearch, cropped_size
 
@@ -111,7 +110,9 @@ class NetworkAligner(Aligner):
         from ..training import model_input, predict_outputs
 
         cfg = self.model.cfg
-        out = predict_outputs(self.model, model_input(cfg, a), model_input(cfg, b))
+        # impulses already repaired (:meth:`inputs`)
+        out = predict_outputs(self.model, model_input(cfg, a, repair=False),
+                              model_input(cfg, b, repair=False))
         # a spectrum network's outputs live on the doubled circle: this is the angle mod 180
         angle = torch.remainder((angle_of(out, cfg.head) - self.offset) / cfg.angle_factor,
                                 360.0 / cfg.angle_factor)
@@ -121,11 +122,7 @@ class NetworkAligner(Aligner):
 
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
-        ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
-        if ta.shape != tb.shape:
-            raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
-        if ta.shape[-1] != ta.shape[-2]:
-            raise ValueError(f"images are not square: {tuple(ta.shape)}")
+        ta, tb = self.inputs(a, b)
         angle, sure = self.network_estimate(ta, tb)
         if not self.refine_enabled and self.model.cfg.angle_factor == 1:
             return self.fast_shift(ta, tb, angle)
