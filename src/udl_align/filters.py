@@ -1,4 +1,7 @@
-"""Impulse repair: the pre-processing every aligner and every network input share, so that
+"""Image operations shared by every layer above: standardising, the Gaussian low-pass, Fourier
+cropping, tensors from arrays, and the impulse repair.
+
+Impulse repair: the pre-processing every aligner and every network input share, so that
 salt-and-pepper noise, hot and dead pixels, X-ray hits and clipped (saturated) noise do not
 decide a correlation.
 
@@ -44,9 +47,30 @@ NOISY = 0.75
 
 
 def median3(x: torch.Tensor) -> torch.Tensor:
-    """3x3 median of images ``(B, N, N)`` (edges replicated)."""
-    padded = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")
-    return F.unfold(padded, 3).median(dim=1).values.reshape(x.shape)
+    """3x3 median of images ``(B, N, N)`` (edges replicated), exact, by min/max only: each
+    column of three is sorted once (shared by the three windows that hold it); a window's
+    median is then the median of the largest of its three minima, the median of its three
+    middles and the smallest of its three maxima. About ten times faster than
+    ``torch.median`` over the unfolded windows."""
+    mn, mx = torch.minimum, torch.maximum
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    n = x.shape[-2]
+    top, mid, bot = p[..., 0:n, :], p[..., 1:n + 1, :], p[..., 2:n + 2, :]
+    lo, hi = mn(top, mid), mx(top, mid)
+    lo, bot = mn(lo, bot), mx(lo, bot)  # lo: each column's minimum
+    mid, hi = mn(hi, bot), mx(hi, bot)  # mid, hi: its middle and maximum
+    m = x.shape[-1]
+
+    def cols(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return v[..., 0:m], v[..., 1:m + 1], v[..., 2:m + 2]
+
+    a, b, c = cols(lo)
+    lows = mx(mx(a, b), c)
+    a, b, c = cols(hi)
+    highs = mn(mn(a, b), c)
+    a, b, c = cols(mid)
+    middles = mx(mn(a, b), mn(mx(a, b), c))
+    return mx(mn(lows, middles), mn(mx(lows, middles), highs))
 
 
 def roughness(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -65,40 +89,32 @@ def roughness(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(sq / count / 2.0) / var.clamp_min(1e-12).sqrt()
 
 
-def _gaussian_kernel(sigma: float, radius: int, device, dtype) -> torch.Tensor:
-    r = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    g = torch.exp(-(r**2) / (2.0 * sigma**2))
-    return (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
-
-
-def _box3(mask: torch.Tensor) -> torch.Tensor:
-    """How many of each pixel's 3x3 neighbourhood (itself included) are set, ``(B, N, N)``
-    (edges count replicated pixels, as a median with edge padding would)."""
-    padded = F.pad(mask[:, None].to(torch.float32), (1, 1, 1, 1), mode="replicate")
-    return F.avg_pool2d(padded, 3, stride=1)[:, 0] * 9.0
-
-
-def impulse_mask(x: torch.Tensor) -> torch.Tensor:
-    """Boolean ``(B, N, N)``: the impulses of images ``x`` ``(B, N, N)`` (see module doc)."""
+def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``(B, N, N)``: the impulses of images ``x`` ``(B, N, N)``: pixels at their
+    image's minimum or maximum that its 3x3 median (``med``, computed when not given)
+    changes."""
+    med = median3(x) if med is None else med
     lo = x.amin(dim=(-2, -1), keepdim=True)
     hi = x.amax(dim=(-2, -1), keepdim=True)
-    at_lo, at_hi = x == lo, x == hi
-    # a pixel at the maximum is changed by a 3x3 median iff fewer than 5 of the 9 are at it
-    return (at_lo & (_box3(at_lo) < 4.5)) | (at_hi & (_box3(at_hi) < 4.5))
+    return ((x == lo) | (x == hi)) & (med != x)
 
 
 def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """``x`` with the pixels marked in ``impulses`` replaced by the Gaussian-weighted mean of
-    their neighbours that are not marked; a pixel with no such neighbour within ``3 sigma``
-    gets the mean of its image's unmarked pixels."""
-    valid = (~impulses).to(x.dtype)[:, None]
-    radius = max(1, int(round(3 * sigma)))
-    kernel = _gaussian_kernel(sigma, radius, x.device, x.dtype)
-    pad = (radius,) * 4
-    num = F.conv2d(F.pad(x[:, None] * valid, pad, mode="reflect"), kernel)[:, 0]
-    den = F.conv2d(F.pad(valid, pad, mode="reflect"), kernel)[:, 0]
-    count = valid.sum(dim=(-2, -1)).clamp_min(1.0)[:, 0]
-    image_mean = (x * valid[:, 0]).sum(dim=(-2, -1)) / count
+    their neighbours that are not marked (normalised convolution, by FFT with zero padding, so
+    what lies beyond the edge counts as unmarked nothing); a pixel with no such neighbour
+    within about ``3 sigma`` gets the mean of its image's unmarked pixels."""
+    n, m = x.shape[-2:]
+    pad = int(math.ceil(3 * sigma))
+    size = (n + pad, m + pad)
+    fy = torch.fft.fftfreq(size[0], device=x.device, dtype=x.dtype)[:, None]
+    fx = torch.fft.rfftfreq(size[1], device=x.device, dtype=x.dtype)[None, :]
+    gain = torch.exp(-2.0 * math.pi**2 * sigma**2 * (fx**2 + fy**2))
+    valid = (~impulses).to(x.dtype)
+    both = torch.stack([x * valid, valid], 1)
+    num, den = torch.fft.irfft2(torch.fft.rfft2(both, s=size) * gain, s=size)[..., :n, :m].unbind(1)
+    count = valid.sum(dim=(-2, -1)).clamp_min(1.0)
+    image_mean = (x * valid).sum(dim=(-2, -1)) / count
     fill = torch.where(den > 1e-3, num / den.clamp_min(1e-3), image_mean[:, None, None])
     return torch.where(impulses, fill, x)
 
@@ -119,18 +135,18 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
         return x
     sub, ext = flat[hit], extreme[hit]
     med = median3(sub)
-    impulses = impulse_mask(sub)
-    # a median that is itself an impulse's value: the mean of the neighbours that are not
-    fill = torch.where((med == lo[hit]) | (med == hi[hit]), fill_impulses(sub, impulses), med)
-    switched = torch.where(impulses, fill, sub)
     clean_rest = roughness(sub, ~ext) < noisy
     out = flat.clone()
-    out[hit] = torch.where(clean_rest[:, None, None], switched, med)
+    out[hit] = med  # the other pixels are noisy: the whole image's median
+    if clean_rest.any():  # the other pixels are smooth: a switching median
+        rows = clean_rest.nonzero()[:, 0]
+        sub, med, ext = sub[rows], med[rows], ext[rows]
+        impulses = ext & (med != sub)
+        # a median that is itself an impulse's value: the mean of the neighbours that are not
+        stuck = impulses & ((med == lo[hit][rows]) | (med == hi[hit][rows]))
+        fill = fill_impulses(sub, impulses) if stuck.any() else med
+        out[hit[rows]] = torch.where(impulses, torch.where(stuck, fill, med), sub)
     return out.reshape(shape)
-
-
-__all__ = ["MIN_SHARE", "NOISY", "fill_impulses", "impulse_mask", "median3",
-           "repair_impulses", "roughness"]
 
 
 def to_tensor(images, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -199,3 +215,8 @@ def fourier_crop(x: torch.Tensor, m: int) -> torch.Tensor:
     lo = n // 2 - m // 2
     f = f[..., lo : lo + m, lo : lo + m]
     return torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (m * m) / (n * n)
+
+
+__all__ = ["MIN_SHARE", "NOISY", "fill_impulses", "fourier_crop", "gaussian_lowpass",
+           "image_std", "impulse_mask", "median3", "repair_impulses", "roughness", "standardise",
+           "to_tensor"]

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from udl_align import geometry
 from udl_align.aligners.correlation import Preprocess, refine_prepared
 from udl_align.errors import checked_device
-from udl_align.filters import to_tensor
+from udl_align.filters import repair_impulses, to_tensor
 
 
 @dataclass
@@ -58,7 +58,8 @@ class Aligner:
         device: str | torch.device = "cpu",
     ) -> None:
         self.max_shift = max_shift
-        self.preprocess = Preprocess(lowpass, impulses)
+        self.impulses = bool(impulses)
+        self.preprocess = Preprocess(lowpass)
         self.device = checked_device(device)  # a bad name is one line of input error
 
     def shift_range(self, n: int) -> int:
@@ -68,17 +69,20 @@ class Aligner:
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
         """The transforms taking each ``a[i]`` onto ``b[i]`` (``apply(a, T) ~ b``)."""
-        ta, tb = self.tensors(a, b)
+        ta, tb = self.inputs(a, b)
         return self._estimate(self.preprocess(ta), self.preprocess(tb))
 
-    def tensors(self, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, a, b) -> tuple[torch.Tensor, torch.Tensor]:
         """``a`` and ``b`` as ``(B, N, N)`` float32 tensors on the aligner's device, checked to
-        be square images of one shape."""
+        be square images of one shape, their impulses repaired (:mod:`udl_align.filters`; once
+        per image, for every stage that follows)."""
         ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
         if ta.shape != tb.shape:
             raise ValueError(f"a and b differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
         if ta.shape[-1] != ta.shape[-2]:
             raise ValueError(f"images are not square: {tuple(ta.shape)}")
+        if self.impulses:
+            ta, tb = repair_impulses(ta), repair_impulses(tb)
         return ta, tb
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> Estimate:
@@ -87,7 +91,7 @@ class Aligner:
     @torch.no_grad()
     def refine(self, a, b, initial, span: float = 3.0, step: float = 0.25) -> Estimate:
         """Narrow exhaustive search around ``initial`` angles (degrees), then the shift step."""
-        ta, tb = to_tensor(a, self.device), to_tensor(b, self.device)
+        ta, tb = self.inputs(a, b)
         init = torch.as_tensor(np.asarray(initial, np.float32), device=self.device).reshape(-1)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         out = refine_prepared(pa, pb, init, span, step, self.shift_range(ta.shape[-1]))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from udl_align import geometry
-from udl_align.filters import gaussian_lowpass, repair_impulses, standardise
+from udl_align.filters import gaussian_lowpass, standardise
 
 
 def mask_radius(n: int, max_shift: float) -> float:
@@ -279,16 +279,14 @@ def correntropy(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 
 class Preprocess:
-    """Repair impulses (:mod:`udl_align.filters`, where an image has them), standardise, then
-    low-pass: the same for every aligner, so scores compare."""
+    """Standardise, then low-pass: the same for every aligner, so scores compare (images come
+    with their impulses already repaired: :meth:`Aligner.inputs`)."""
 
-    def __init__(self, lowpass: float | None, impulses: bool = True) -> None:
+    def __init__(self, lowpass: float | None) -> None:
         self.lowpass = lowpass
-        self.impulses = bool(impulses)
 
     def __call__(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """``size``: also down-sample (see :func:`gaussian_lowpass`)."""
-        x = repair_impulses(x) if self.impulses else x
         return gaussian_lowpass(standardise(x), self.lowpass, size)
 
 

@@ -91,7 +91,9 @@ class NetworkAligner(Aligner):
         """The network's angles (offset C removed) and confidences (``calibration.confidence``;
         infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
         cfg = self.model.cfg
-        out = predict_outputs(self.model, model_input(cfg, a), model_input(cfg, b))
+        # impulses already repaired (:meth:`inputs`)
+        out = predict_outputs(self.model, model_input(cfg, a, repair=False),
+                              model_input(cfg, b, repair=False))
         # a spectrum network's outputs live on the doubled circle: this is the angle mod 180
         angle = torch.remainder((angle_of(out, cfg.head) - self.offset) / cfg.angle_factor,
                                 360.0 / cfg.angle_factor)
@@ -101,7 +103,7 @@ class NetworkAligner(Aligner):
 
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
-        ta, tb = self.tensors(a, b)
+        ta, tb = self.inputs(a, b)
         angle, sure = self.network_estimate(ta, tb)
         if not self.refine_enabled and self.model.cfg.angle_factor == 1:
             return self.fast_shift(ta, tb, angle)

@@ -18,9 +18,9 @@ def input_mask(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = None,
-                  kind: str = "image", lowpass: float = 0.0):
-    """``(B, S, S)`` -> ``(B, size, size)``: repair impulses, resample, standardise, mask (see
-    module doc).
+                  kind: str = "image", lowpass: float = 0.0, repair: bool = True):
+    """``(B, S, S)`` -> ``(B, size, size)``: repair impulses (unless the caller has:
+    ``repair=False``), resample, standardise, mask (see module doc).
 
     ``kind="spectrum"``: the background level (mean outside the mask) is subtracted instead of
     the mean, so a centred particle on flat background leaves no fixed disc behind that would
@@ -28,7 +28,8 @@ def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = N
     ``log(1 + |FFT|)``, centred (``fftshift``), standardised and masked again (the disc keeps
     frequencies up to Nyquist in every direction alike).
     """
-    x = repair_impulses(images[:, None] if images.dim() == 3 else images)
+    x = images[:, None] if images.dim() == 3 else images
+    x = repair_impulses(x) if repair else x
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
@@ -45,6 +46,7 @@ def prepare_input(images: torch.Tensor, size: int, mask: torch.Tensor | None = N
     return standardise(torch.log1p(spectrum), floor=1e-6) * mask
 
 
-def model_input(cfg: NetConfig, images: torch.Tensor, mask: torch.Tensor | None = None):
+def model_input(cfg: NetConfig, images: torch.Tensor, mask: torch.Tensor | None = None,
+                repair: bool = True):
     """What network ``cfg`` takes: :func:`prepare_input` at its size, of its kind, filtered."""
-    return prepare_input(images, cfg.size, mask, cfg.input, cfg.input_lowpass)
+    return prepare_input(images, cfg.size, mask, cfg.input, cfg.input_lowpass, repair)
