@@ -458,7 +458,7 @@ def test_two_processes_under_torchrun_train_like_one(toy_model, tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).with_name("ddp_toy.py")
+    script = Path(__file__).parent.parent / "ddp_toy.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
