@@ -101,8 +101,10 @@ def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, sigma: float = 1.0) -
     what lies beyond the edge counts as unmarked nothing); a pixel with no such neighbour
     within about ``3 sigma`` gets the mean of its image's unmarked pixels."""
     n, m = x.shape[-2:]
+    # zero padding of at least 3 sigma, to a size with small prime factors (131 is prime: its
+    # FFT took many times as long)
     pad = int(math.ceil(3 * sigma))
-    size = (n + pad, m + pad)
+    size = (-(-(n + pad) // 16) * 16, -(-(m + pad) // 16) * 16)
     fy = torch.fft.fftfreq(size[0], device=x.device, dtype=x.dtype)[:, None]
     fx = torch.fft.rfftfreq(size[1], device=x.device, dtype=x.dtype)[None, :]
     gain = torch.exp(-2.0 * math.pi**2 * sigma**2 * (fx**2 + fy**2))
