@@ -157,3 +157,18 @@ def test_relion_mapping_matches_relions_formulas(photo, psi, ox, oy):
     assert np.allclose([float(v) for v in back], [psi, ox, oy])
     # and the direction: a particle moved right (tx > 0) has a negative rlnOriginX
     assert g.to_relion(g.Rigid.of(0.0, 5.0, 0.0))[1] == -5.0
+
+
+def test_warp_carries_gradients_and_the_same_values():
+    import torch
+
+    from udl_align.geometry import warp
+
+    img = torch.rand(2, 16, 16)
+    angle = torch.tensor([10.0, 200.0], requires_grad=True)
+    shift = torch.tensor([1.5, -2.0], requires_grad=True)
+    out = warp(img, angle, shift, -shift)
+    out.sum().backward()
+    assert angle.grad is not None and shift.grad is not None
+    with torch.no_grad():
+        assert torch.allclose(out, warp(img, angle, shift, -shift))

@@ -236,9 +236,14 @@ def warp_grid(
     # in y, so two broadcast adds fill the grid (15x faster than whole-grid arithmetic)
     kx = (centre(n) - c * tx[:, None] + s * ty[:, None]) * scale - 1.0
     ky = (centre(n) - s * tx[:, None] - c * ty[:, None]) * scale - 1.0
+    gx = ((c * r)[:, None, :], (kx - s * r)[:, :, None])
+    gy = ((s * r)[:, None, :], (ky + c * r)[:, :, None])
+    if torch.is_grad_enabled() and kx.requires_grad | ky.requires_grad:
+        # autograd (the STN baseline learns the transform) takes no ``out=``
+        return torch.stack([gx[0] + gx[1], gy[0] + gy[1]], dim=-1)
     grid = torch.empty(angle.shape[0], n, n, 2, dtype=dtype, device=device)
-    torch.add((c * r)[:, None, :], (kx - s * r)[:, :, None], out=grid[..., 0])
-    torch.add((s * r)[:, None, :], (ky + c * r)[:, :, None], out=grid[..., 1])
+    torch.add(*gx, out=grid[..., 0])
+    torch.add(*gy, out=grid[..., 1])
     return grid
 
 

@@ -472,3 +472,10 @@ def test_two_processes_under_torchrun_train_like_one(toy_model, tmp_path):
     one_err, two_err = toy_error(state, source), toy_error(two, source)
     assert two_err < 30.0, two_err  # chance: 90
     assert abs(one_err - two_err) < 10.0, (one_err, two_err)
+
+
+def test_the_stn_baseline_trains(photo_dir, tmp_path):
+    """The STN learns a transform through the warp: the grid must carry gradients."""
+    cfg = TrainConfig.from_dict({**tiny_config(photo_dir, 3).to_dict(), "objective": "stn"})
+    state = train(cfg, tmp_path / "stn.pt", progress=False)
+    assert state["step"] == 3 and np.isfinite(state["history"][-1]["loss"])
