@@ -142,8 +142,8 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     out[hit] = med  # the other pixels are noisy: the whole image's median
     if clean_rest.any():  # the other pixels are smooth: a switching median
         rows = clean_rest.nonzero()[:, 0]
-        sub, med, ext = sub[rows], med[rows], ext[rows]
-        impulses = ext & (med != sub)
+        sub, med = sub[rows], med[rows]
+        impulses = impulse_mask(sub, med)
         # a median that is itself an impulse's value: the mean of the neighbours that are not
         stuck = impulses & ((med == lo[hit][rows]) | (med == hi[hit][rows]))
         fill = fill_impulses(sub, impulses) if stuck.any() else med
