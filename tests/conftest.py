@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage import color, data
 
 from udl_align import geometry
@@ -20,6 +21,22 @@ def grey(name: str) -> np.ndarray:
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     return grey("astronaut")
+
+
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea")
+
+
+def save_photos(folder):
+    """Four of scikit-image's photographs as 8-bit grey PNGs in ``folder``; returns it."""
+    for name in PHOTOS:
+        Image.fromarray((grey(name) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """A folder of photographs, as a user's ``--images DIR``."""
+    return save_photos(tmp_path_factory.mktemp("photos"))
 
 
 def cut_pair(image: np.ndarray, cy: int, cx: int, t, n: int = 128):

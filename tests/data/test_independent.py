@@ -3,21 +3,10 @@ convention, its seeding and its noise."""
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from udl_align import geometry
 from udl_align.aligners import make_aligner
 from udl_align.data.independent import independent_pairs, shift_for, truth_from_shift_then_turn
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    from conftest import grey
-
-    folder = tmp_path_factory.mktemp("photos_independent")
-    for name in ("astronaut", "camera", "coffee", "chelsea"):
-        Image.fromarray((grey(name) * 255).astype(np.uint8)).save(folder / f"{name}.png")
-    return folder
 
 
 @pytest.mark.parametrize("angle,sx,sy", [(90.0, 3.0, 0.0), (33.0, -4.0, 7.0), (250.0, 2.5, -6.0)])

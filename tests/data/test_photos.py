@@ -12,12 +12,10 @@ from udl_align.errors import InputError
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    from conftest import grey
+    """The shared photographs and one small JPEG."""
+    from conftest import grey, save_photos
 
-    folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "camera", "coffee", "chelsea"):
-        img = (grey(name) * 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{name}.png")
+    folder = save_photos(tmp_path_factory.mktemp("photos"))
     Image.fromarray((grey("astronaut")[:200, :300] * 255).astype(np.uint8)).save(
         folder / "astro_small.jpg")
     return folder

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from udl_align import geometry as g
 from udl_align.aligners import BruteForce
@@ -96,16 +95,6 @@ def test_presets_build_and_run():
         x = torch.randn(2, cfg.size, cfg.size)
         out = net(x, x)
         assert out.shape == (2, 1 if cfg.head == "scalar" else 2)
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    from conftest import grey
-
-    folder = tmp_path_factory.mktemp("train_photos")
-    for name in ("astronaut", "camera", "coffee", "chelsea"):
-        Image.fromarray((grey(name) * 255).astype(np.uint8)).save(folder / f"{name}.png")
-    return folder
 
 
 def tiny_config(photo_dir, steps):
