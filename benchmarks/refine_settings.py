@@ -25,7 +25,7 @@ from udl_align.aligners.guided import GuidedSearch
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
-from udl_align.pipelines.compare import compare_on_photographs, plot_comparison
+from udl_align.pipelines.compare import GENERATORS, compare_on_photographs, plot_comparison
 
 
 def table(results: dict, names: list[str]) -> str:
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--conditions", nargs="+", default=list(CONDITIONS))
+    p.add_argument("--generator", default="synth", choices=GENERATORS,
+                   help="which pair generator (default: synth)")
     p.add_argument("--out-dir", default="results/refine_settings")
     args = p.parse_args(argv)
     try:
@@ -66,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             methods[name] = make_aligner("network", model=args.model, max_shift=10, refine=True,
                                                            search_options=options)
         report = compare_on_photographs(args.images, methods, args.conditions, n=args.n,
-                                        seed=args.seed, split="test", repeats=args.repeats)
+                                        seed=args.seed, split="test", repeats=args.repeats,
+                                        generator=args.generator)
     except (InputError, TypeError) as err:
         print(f"refine_settings.py: error: {err}", file=sys.stderr)
         return 2
-    report.update(variants=variants, threads=torch.get_num_threads())
+    report.update(variants=variants, threads=torch.get_num_threads(), generator=args.generator)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(table(report["results"], list(variants)))

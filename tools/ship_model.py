@@ -41,7 +41,8 @@ def main() -> None:
         "offset_deg": state["offset"],
         "offset_info": state["offset_info"],
         "confidence_floor": state.get("confidence_floor"),
-        "last_validation": state["history"][-1] if state["history"] else None,
+        "last_validation": next((e for e in reversed(state["history"])
+                                 if "val_mean_deg" in e), None),
         "net": state["net"],
         "train": state["train"],
     }

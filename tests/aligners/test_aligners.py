@@ -11,6 +11,7 @@ from udl_align.aligners.correlation import (
     prepare_reference,
     window_peaks,
 )
+from udl_align.aligners.guided import GuidedSearch
 from udl_align.filters import to_tensor
 
 
@@ -150,8 +151,6 @@ def test_cuda_matches_cpu(textured_pairs):
 
 
 def guided_inputs(textured_pairs):
-    from udl_align.aligners.guided import GuidedSearch
-
     a, b, truth = textured_pairs
     bf = BruteForce(max_shift=10)
     pa, pb = bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b))
@@ -166,16 +165,20 @@ def test_guided_search_around_a_rough_angle(textured_pairs):
     assert ang.max() < 0.2 and shift.max() < 0.3
 
 
-def test_guided_search_takes_the_whole_circle_when_told_or_at_the_window_edge(textured_pairs):
-    """A prior 90 deg off: said to be unsure, every pair gets the whole circle; said to be sure,
-    the pairs whose window peaks at its edge get it (a false peak inside the window is not
-    caught, so only some)."""
+@pytest.mark.parametrize("off", [90.0, 180.0, 270.0])
+def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(textured_pairs,
+                                                                               off):
+    """A prior a quarter, half or three quarters of a turn off: said to be unsure, every pair
+    gets the whole circle; said to be sure, the probes score the truth higher than the
+    window's best, and every pair gets it too. Without the probes only the pairs whose window
+    peaks at its edge get it: a false peak inside the window is not caught."""
     search, pa, pb, truth = guided_inputs(textured_pairs)
-    far = torch.tensor(truth[:, 0] + 90.0).float()
+    far = torch.tensor(truth[:, 0] + off).float()
     told = search(pa, pb, far, unsure=torch.ones(len(far), dtype=torch.bool))
     assert errors(told, truth)[0].max() < 0.2
-    trusted = errors(search(pa, pb, far), truth)[0]
-    assert (trusted < 0.2).sum() >= 3 and trusted.max() > 20.0
+    assert errors(search(pa, pb, far), truth)[0].max() < 0.2
+    blind = errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0]
+    assert blind.max() > 20.0
 
 
 def test_guided_search_polish_walks_to_the_peak(textured_pairs):
@@ -219,7 +222,8 @@ def test_refine_sends_unsure_pairs_to_the_whole_circle(textured_pairs):
     out = 0.1 * torch.tensor(np.stack([np.cos(wrong), np.sin(wrong)], 1), dtype=torch.float32)
     gated = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0.5)
     assert errors(gated.estimate(a, b), truth)[0].max() < 0.5
-    trusting = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0)
+    trusting = NetworkAligner(FixedOutputs(out), refine=True, max_shift=10, confidence_floor=0,
+                              search_options={"probes": ()})
     assert errors(trusting.estimate(a, b), truth)[0].max() > 20.0  # stuck in false windows
 
 
@@ -249,6 +253,39 @@ def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pai
                  str(tmp_path / "bad.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
                  "--quiet"]) == 0
     assert "warning" in capsys.readouterr().err
+
+
+def test_the_trust_check_on_the_pairs_to_align_catches_what_calibration_missed(
+        textured_pairs, tmp_path, capsys):
+    """A network whose calibration looks fine but whose angles are 90 deg off: the trust check
+    on the pairs to align (agreement with the exhaustive search, no labels) distrusts it,
+    align warns once and --refine searches the whole circle."""
+    from udl_align.aligners.network import NetworkAligner, distrusted_by_search
+    from udl_align.cli import main
+    from udl_align.io.pairs import Pairs, write_pairs
+    from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+
+    assert distrusted_by_search({"agreement": 0.9, "pairs": 64}) == ""
+    assert "agree" in distrusted_by_search({"agreement": 0.1, "pairs": 64, "tolerance_deg": 15,
+                                            "chance": 0.08})
+    state = load_checkpoint(DEFAULT_MODEL)
+    state["offset"] = (state["offset"] + 90.0) % 360.0
+    state.pop("trust", None)
+    save_checkpoint(tmp_path / "off.pt", state)
+    a, b, truth = textured_pairs
+    aligner = NetworkAligner.from_checkpoint(tmp_path / "off.pt", refine=True, max_shift=10,
+                                             search_options={"probes": ()})
+    assert aligner.distrust == ""  # its calibration alone trusts it
+    info = aligner.check_trust(a, b)
+    assert info["pairs"] == len(a) and info["agreement"] < 0.5
+    assert aligner.distrust and aligner.confidence_floor == float("inf")
+    assert errors(aligner.estimate(a, b), truth)[0].max() < 0.5
+    write_pairs(tmp_path / "pairs.npz", Pairs(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+    assert main(["align", "--pairs", str(tmp_path / "pairs.npz"), "--model",
+                 str(tmp_path / "off.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and "exhaustive search" in err
 
 
 def test_network_path_shift_in_original_pixels(textured_pairs):

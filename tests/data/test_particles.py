@@ -36,13 +36,26 @@ def test_particles_have_the_snr_asked_for(template_png, ctf_on):
     assert batch.images.dtype == np.float32 and batch.images.shape == (40, 64, 64)
 
 
+def test_snr_over_the_image_is_the_paper_s_and_higher_inside_the_particle(template_png):
+    t = load_template(template_png, 64, max_shift=4)
+    batch = next(ParticleSynth(t, snr=0.1, max_shift=4, ctf=True, seed=3,
+                               snr_over="image").chunks(40, keep_clean=True))
+    whole = measured_snr(batch.clean, batch.images, batch.masks)
+    assert batch.masks.all() and abs(np.mean(whole) - 0.1) < 0.003
+    inside = [g.apply(t.mask, (0.0, x, y), order=1) > 0.5
+              for x, y in zip(batch.tx, batch.ty, strict=True)]
+    assert np.mean(measured_snr(batch.clean, batch.images, np.stack(inside))) > 0.15
+
+
 def test_bad_settings_are_named_in_the_library_s_words(template_png):
     """From Python there is no command line: the messages name what is wrong, not a flag."""
     t = load_template(template_png, 64, max_shift=4)
     for options, message in (({"snr": [1.0, 0.0]}, "the SNR must be positive, got [1.0, 0.0]"),
                              ({"max_shift": -2}, "the largest shift must be >= 0 px, got -2"),
                              ({"background": -0.5},
-                              "the background level must be >= 0, got -0.5")):
+                              "the background level must be >= 0, got -0.5"),
+                             ({"snr_over": "box"}, "the SNR is measured over one of particle, "
+                              "image, got 'box'")):
         with pytest.raises(InputError) as info:
             ParticleSynth(t, **options)
         assert str(info.value) == message

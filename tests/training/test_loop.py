@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -229,6 +231,8 @@ def test_config_for_data_applies_the_data_defaults():
     assert photos == TrainConfig(images="photos", net={"input_lowpass": 0.0, "input": "image"})
     parts = TrainConfig.for_data("p.star")
     assert parts.init == PARTICLE_DEFAULTS["init"] and parts.split_views
+    assert parts.objective == "search" and parts.turn_augment
+    assert TrainConfig.for_data("p.star", objective="udl").init == PARTICLE_DEFAULTS["init"]
     assert parts.disturb_shift == 0.0 and parts.net == {"input_lowpass": 0.25}  # init's input
     assert parts.steps == field_default("steps") and parts.lr == field_default("lr")
     # a given model keeps its input kind; no shipped model for other objectives or on resume
@@ -245,8 +249,10 @@ def test_config_for_data_applies_the_data_defaults():
 
     assert cli("--data", "photos") == photos and cli("--data", "p.star") == parts
     assert cli("--data", "p.star", "--split-views", "off", "--input-lowpass", "0.1",
-               "--checkpoint-every", "7", "--lr", "0.01", "--symmetry", "1") == \
+               "--checkpoint-every", "7", "--lr", "0.01", "--symmetry", "1",
+               "--turn-augment", "off", "--search-particles", "500") == \
         TrainConfig.for_data("p.star", split_views=False, checkpoint_steps=7, lr=0.01,
+                             turn_augment=False, search_particles=500,
                              net={"input_lowpass": 0.1})
 
 
@@ -316,6 +322,7 @@ def toy_train(tmp_path, signal: bool):
     torch.set_num_threads(2)
     state = train(toy_config(), tmp_path / "toy.pt", progress=False, log=lambda *_: None,
                   make_source=toy_sources(signal))
+    state["out"] = str(tmp_path / "toy.pt")
     return state, ToySource(size=32, seed=99, signal=signal, patterns=1)
 
 
@@ -350,16 +357,38 @@ def test_label_free_offset_agrees_with_labelled(toy_model):
     assert state["offset_info"]["output_resultant"] < 0.3  # collapsed: near 1
 
 
+def test_the_trust_check_and_the_log_of_a_network_that_learned(toy_model, tmp_path):
+    """The label-free trust check: a network that learned agrees with the exhaustive search
+    on most unlabelled pairs; the run's CSV and PNG log sit beside its checkpoint."""
+    import csv
+
+    from udl_align.aligners.network import untrusted
+    from udl_align.training.log import history_paths
+
+    state, _ = toy_model
+    trust = state["trust"]
+    assert trust["pairs"] == 64 and trust["agreement"] > 0.6 and trust["chance"] < 0.1
+    assert untrusted(state["offset_info"], trust) == ""
+    assert state["history"][-1]["search_agreement"] == trust["agreement"]
+    csv_path, png_path = history_paths(Path(state["out"]))
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [int(r["step"]) for r in rows] == [e["step"] for e in state["history"]]
+    assert float(rows[-1]["search_agreement"]) == pytest.approx(trust["agreement"])
+    assert png_path.stat().st_size > 1000
+
+
 def test_udl_does_not_learn_from_pure_noise(tmp_path):
     """The leak test: views with no shared signal leave nothing to learn, so any drop of the
     loss towards zero would come from a shortcut (resampling, masks, shared noise)."""
     state, _ = toy_train(tmp_path, signal=False)
     assert state["history"][-1]["loss"] > 70.0  # a circular distance to random targets: ~90
-    # and its own label-free calibration says so: outputs at random (few 3-cycles close) or
-    # collapsed onto one angle (all close, trivially)
-    from udl_align.aligners.network import untrusted
+    # and its own label-free checks say so: the calibration (outputs at random: few 3-cycles
+    # close; or collapsed onto one angle: all close, trivially), and the trust check (its
+    # angles agree with the exhaustive search's at chance)
+    from udl_align.aligners.network import distrusted_by_search, untrusted
 
     assert untrusted(state["offset_info"]), state["offset_info"]
+    assert distrusted_by_search(state["trust"]), state["trust"]
 
 
 def test_train_from_a_pairs_file_and_fine_tune(photo_dir, tmp_path, capsys):

@@ -6,9 +6,10 @@ shared masked NCC (:mod:`.correlation`):
 
 1. **window**: ``prior +- span`` in ``window_step`` steps on images Fourier-cropped to
    ``search_size`` (the size of bruteforce's coarse search). A best angle at the window's
-   edge says the truth may lie outside it.
-2. **fallback**, for pairs whose prior is unsure (the caller says which) or whose window peaked
-   at its edge: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
+   edge, or a higher score at one of three probes (the prior turned by 90, 180 and 270 deg),
+   says the truth may lie outside it.
+2. **fallback**, for pairs whose prior is unsure (the caller says which) or whose window says
+   so: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
    its best ``candidates`` peaks and the window's best are each searched ``verify`` steps of
    ``verify_step`` deg either side at ``search_size``, and the best of those wins. A pair
    that needs the whole circle gets it, at about a seventh of bruteforce's price (a quarter
@@ -46,6 +47,10 @@ from udl_align.aligners.correlation import (
 )
 from udl_align.filters import fourier_crop
 
+#: angles from the prior (deg) scored beside the window: if one beats the window's best, the
+#: pair gets the whole circle
+PROBES = (90.0, 180.0, 270.0)
+
 
 def cropped_size(n: int, size: int | None) -> int:
     """The size a search at ``size`` works at: ``size`` (made even) when it is smaller than an
@@ -78,6 +83,7 @@ class GuidedSearch:
         verify_step: float = 1.5,
         polish_step: float = 0.5,
         walks: int = 1,
+        probes: tuple[float, ...] = PROBES,
     ) -> None:
         self.max_shift = int(max_shift)
         self.span = float(span)
@@ -90,6 +96,7 @@ class GuidedSearch:
         self.verify_step = float(verify_step)
         self.polish_step = float(polish_step)
         self.walks = int(walks)
+        self.probes = tuple(float(p) for p in probes)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
                  unsure: torch.Tensor | None = None) -> Estimate:
@@ -100,8 +107,8 @@ class GuidedSearch:
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, self.max_shift * m / n)
 
-        angle, edge = self.window(sa, ref, prior.to(a.dtype))
-        need = edge if unsure is None else edge | unsure.to(edge.device)
+        angle, outside = self.window(sa, ref, prior.to(a.dtype))
+        need = outside if unsure is None else outside | unsure.to(outside.device)
         if need.any():
             rows = need.nonzero()[:, 0]
             angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows), angle[rows])
@@ -112,17 +119,23 @@ class GuidedSearch:
         return self.polish(a, b, angle)
 
     def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor):
-        """Best angle in ``prior +- span`` (``window_step`` grid, parabola) and whether it sits
-        at the window's edge. Each image is turned to its prior once; then one grid serves the
-        batch."""
+        """Best angle in ``prior +- span`` (``window_step`` grid, parabola) and whether the
+        truth may lie outside the window: its best sits at the window's edge, or one of the
+        ``PROBES`` (the prior turned by a quarter, a half and three quarters) scores higher
+        than the window's best (a gross error of the prior, most often a half turn of a
+        near-symmetric particle, that the window alone cannot see). Each image is turned to
+        its prior once; then one grid serves the batch."""
         k = int(round(self.span / self.window_step))
         grid = torch.arange(-k, k + 1, device=sa.device, dtype=sa.dtype) * self.window_step
-        scores, _, _ = score_angles(geometry.warp(sa, prior, mode="bicubic"), ref, grid,
-                                    chunk=90)
+        probes = torch.tensor(self.probes, device=sa.device, dtype=sa.dtype)
+        scores, _, _ = score_angles(geometry.warp(sa, prior, mode="bicubic"), ref,
+                                    torch.cat([grid, probes]), chunk=90)
+        scores, probed = scores[:, : grid.shape[0]], scores[:, grid.shape[0]:]
         best = scores.argmax(dim=1)
-        edge = (best <= 1) | (best >= grid.shape[0] - 2)
+        outside = ((best <= 1) | (best >= grid.shape[0] - 2)
+                   | (probed > scores.amax(dim=1, keepdim=True)).any(dim=1))
         angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
-        return angle, edge
+        return angle, outside
 
     def fallback(self, a, b, sa, ref: Reference, window_best: torch.Tensor) -> torch.Tensor:
         """The whole circle, cheaply: coarse on small images, the best peaks (and the window's

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.bruteforce import BruteForce
 from udl_align.aligners.correlation import prepare_reference, score_angles, shift_step
 from udl_align.aligners.guided import GuidedSearch, cropped_size
 from udl_align.errors import InputError
@@ -34,6 +36,12 @@ from udl_align.network.predict import predict_outputs
 #: closed 8-30% (random or shortcut outputs) or had a resultant of 0.97-1.0 (a constant).
 MIN_CYCLES_CLOSED = 0.5
 MAX_OUTPUT_RESULTANT = 0.9
+#: the trust check against the exhaustive search (:func:`search_agreement`): this many pairs,
+#: agreement within this many degrees (``--refine``'s default window), and the share of pairs
+#: that must agree. Chance agreement is 2 x 15 / 360 = 8% on the full circle (17% modulo 180)
+TRUST_PAIRS = 64
+TRUST_TOLERANCE = 15.0
+MIN_AGREEMENT = 0.5
 
 
 
@@ -65,7 +73,8 @@ class NetworkAligner(Aligner):
         # other GuidedSearch settings (benchmarks/refine_settings.py compares them)
         self.search_options = dict(search_options or {})
         self.name = "network+refine" if refine else "network"
-        # why the checkpoint's own calibration says not to trust this network ("": it may)
+        # why the checkpoint's own calibration, or a trust check on the pairs to align
+        # (:meth:`check_trust`), says not to trust this network ("": it may)
         self.distrust = ""
 
     @classmethod
@@ -77,7 +86,7 @@ class NetworkAligner(Aligner):
         if offset is None:
             raise InputError("checkpoint has no offset C: calibrate it first "
                              "(udl-align train writes one at the end)", path)
-        distrust = untrusted(state.get("offset_info") or {})
+        distrust = untrusted(state.get("offset_info") or {}, state.get("trust"))
         if distrust:  # no floor, not even one given, makes such a network's angles sure
             kwargs["confidence_floor"] = math.inf
         elif kwargs.get("confidence_floor") is None:
@@ -123,6 +132,20 @@ class NetworkAligner(Aligner):
                 for lo in range(0, pa.shape[0], k)])
         return self.shift(pa, pb, angle, s)
 
+    def check_trust(self, a, b, seed: int = 0) -> dict:
+        """The trust check (:func:`search_agreement`) on up to ``TRUST_PAIRS`` of the pairs
+        ``a``, ``b`` about to be aligned (a seeded sample). When the network agrees too seldom
+        with the exhaustive search, :attr:`distrust` says why and ``refine`` searches the
+        whole circle for every pair. Returns the check's record."""
+        n = len(a)
+        pick = np.sort(np.random.default_rng(seed).choice(n, min(n, TRUST_PAIRS), replace=False))
+        info = search_agreement(self, np.asarray(a[pick]), np.asarray(b[pick]))
+        reason = distrusted_by_search(info)
+        if reason and not self.distrust:
+            self.distrust = reason
+            self.confidence_floor = math.inf
+        return info
+
     def fast_shift(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor) -> Estimate:
         """The network path's shift step on raw images, at half resolution but not below
         64 px (the low-pass and the down-sampling in one FFT pass): the network's angle is
@@ -145,11 +168,54 @@ class NetworkAligner(Aligner):
         return Estimate.from_tensors(angle, tx, ty, score)
 
 
-def untrusted(offset_info: dict) -> str:
-    """Why a UDL checkpoint's label-free calibration says its network learned nothing, or
+def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOLERANCE
+                     ) -> dict:
+    """The label-free trust check: how often the network's angle (offset C removed) lies
+    within ``tolerance`` degrees of the exhaustive search's (:class:`BruteForce`) on the pairs
+    ``a``, ``b``, modulo what the network can know (360 deg / its angle factor: a spectrum's
+    180, a C_n particle's 360 / n).
+
+    The 3-cycles and the output resultant of the calibration miss a network that follows
+    something that turns with each image but is not the content (its own noise, a background):
+    such a network is consistent with itself and wrong. The exhaustive search is slow but
+    follows the content, so a network that learned agrees with it on most pairs and one that
+    did not agrees at chance (``2 tolerance / period``). No labels are used.
+
+    Returns ``{"agreement", "pairs", "tolerance_deg", "period_deg", "chance",
+    "median_difference_deg"}``."""
+    ta, tb = network.inputs(a, b)
+    period = 360.0 / network.model.cfg.angle_factor
+    angle, _ = network.network_estimate(ta, tb)
+    search = BruteForce(max_shift=network.max_shift, lowpass=network.preprocess.lowpass,
+                        device=network.device)
+    found = np.concatenate([search.estimate(ta[lo:lo + search.batch_size],
+                                            tb[lo:lo + search.batch_size]).angle
+                            for lo in range(0, len(ta), search.batch_size)])
+    diff = np.abs((angle.cpu().numpy() - found + period / 2) % period - period / 2)
+    return {"agreement": float(np.mean(diff <= tolerance)), "pairs": int(len(diff)),
+            "tolerance_deg": float(tolerance), "period_deg": period,
+            "chance": min(2.0 * tolerance / period, 1.0),
+            "median_difference_deg": float(np.median(diff))}
+
+
+def distrusted_by_search(trust: dict | None) -> str:
+    """Why a trust check (:func:`search_agreement`) says the network did not learn, or ``""``."""
+    if not trust or trust.get("agreement") is None or trust["agreement"] >= MIN_AGREEMENT:
+        return ""
+    return (f"its angles agree with the exhaustive search's on only {trust['agreement']:.0%} of "
+            f"{trust['pairs']} pairs within {trust['tolerance_deg']:g} deg (chance "
+            f"{trust['chance']:.0%}; a trained network: over {MIN_AGREEMENT:.0%})")
+
+
+def untrusted(offset_info: dict, trust: dict | None = None) -> str:
+    """Why a UDL checkpoint's label-free calibration or trust check (``trust``, from
+    :func:`search_agreement` at the end of training) says its network learned nothing, or
     ``""``. Then ``--refine`` searches the whole circle for every pair (as ``bruteforce``), so
     a network that is wrong but sure of itself cannot lead it astray (measured on particles:
     25 deg with the window trusted, against 0.57 for ``bruteforce``)."""
+    by_search = distrusted_by_search(trust)
+    if by_search:
+        return by_search
     cycles = offset_info.get("cycles_within_15deg")
     resultant = offset_info.get("output_resultant")
     if cycles is not None and cycles < MIN_CYCLES_CLOSED:
@@ -175,4 +241,5 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
     return torch.remainder(best, 360.0)
 
 
-__all__ = ["NetworkAligner", "pick_turn", "untrusted"]
+__all__ = ["NetworkAligner", "pick_turn", "untrusted", "search_agreement",
+           "distrusted_by_search"]

@@ -124,8 +124,10 @@ def align_particles(args: argparse.Namespace) -> int:
                                 workers=args.num_workers, progress=not args.quiet,
                                 resume=args.resume, save_every=args.save_every,
                                 rounds=args.rounds)
-    summary = stack_align.align_particles(particles, aligner, args.out_dir,
-                                          args.reference or None, options)
+    summary = stack_align.align_particles(
+        particles, aligner, args.out_dir, args.reference or None, options,
+        warn=lambda message: print(f"udl-align align: warning: {args.model}: {message}",
+                                   file=sys.stderr))
     if not summary:  # not rank 0: rank 0 merges and reports
         return 0
     print(f"aligned {summary['aligned']} of {summary['particles']} particles with "
@@ -145,6 +147,14 @@ def align_pairs(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
     aligner = make(args, max_shift)
+    if args.model and pairs.n >= 2:  # the trust check on a sample of these pairs
+        before = aligner.distrust
+        aligner.check_trust(pairs.a, pairs.b)
+        if aligner.distrust and aligner.distrust != before:
+            what = ("--refine searches the whole circle for every pair" if args.refine else
+                    "its angles are unreliable (add --refine to search around them)")
+            print(f"udl-align align: warning: {args.model}: {aligner.distrust}; {what}",
+                  file=sys.stderr)
     est, seconds = run_aligner(aligner, pairs.a, pairs.b, batch_size=args.batch_size,
                                progress=not args.quiet, desc=f"align {aligner.name}")
     write_estimates(args.out, est.angle, est.tx, est.ty,

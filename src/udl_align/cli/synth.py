@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from udl_align import geometry
-from udl_align.data.particles import ParticleSynth, load_template
+from udl_align.data.particles import SNR_OVER, ParticleSynth, load_template
 from udl_align.data.photos import generate_natural_pairs
 from udl_align.errors import InputError
 from udl_align.io.files import all_or_nothing, check_writable
@@ -59,8 +59,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     cry.add_argument("--n", type=int, default=50000, help="number of particles (default 50000)")
     cry.add_argument("--size", type=int, default=128, help="box size in px (default 128)")
     cry.add_argument("--snr", default="0.1",
-                     help="SNR inside the mask (default 0.1); a comma list (e.g. 1000,1,0.3,0.1) "
-                     "gives particle i the i-th value in turn: a mixed stack")
+                     help="signal variance over noise variance (default 0.1), measured where "
+                     "--snr-over says; a comma list (e.g. 1000,1,0.3,0.1) gives particle i the "
+                     "i-th value in turn: a mixed stack")
+    cry.add_argument("--snr-over", choices=SNR_OVER, default="particle",
+                     help="where the signal variance is measured: 'particle', inside the "
+                     "particle's mask (default; the harder reading), or 'image', over the whole "
+                     "box, as the paper's cryo-EM experiments (for a small particle the SNR "
+                     "inside it is then several times higher)")
     cry.add_argument("--max-shift", type=int, default=10, help="largest shift in px (default 10)")
     cry.add_argument("--ctf", action="store_true",
                      help="filter by |CTF|: 300 kV, Cs 2.7 mm, amplitude contrast 0.1, defocus "
@@ -103,13 +109,15 @@ def cryoem(args: argparse.Namespace) -> int:
     template = load_template(args.template, args.size, args.pixel_size, args.max_shift,
                              args.seed)
     synth = ParticleSynth(template, snr=snr, max_shift=args.max_shift, ctf=args.ctf,
-                          background=args.background, seed=args.seed)
+                          background=args.background, seed=args.seed,
+                          snr_over=args.snr_over)
     # the stack streams to a temporary file that is renamed last; if anything fails, the
     # reference and STAR written before it are removed again: no partial output
     with all_or_nothing() as written:
         _write_cryoem(args, synth, template, stack, reference, star, written)
     print(f"wrote {args.n} particles of {args.size} px ({template.pixel_size:.3g} A/px, SNR "
-          f"{'/'.join(f'{v:g}' for v in snr)}{', |CTF|' if args.ctf else ''}) to {stack}, "
+          f"{'/'.join(f'{v:g}' for v in snr)} over the {args.snr_over}"
+          f"{', |CTF|' if args.ctf else ''}) to {stack}, "
           f"the reference to {reference} and the true transforms to {star}")
     return 0
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
+from udl_align.aligners import BruteForce, make_aligner
+from udl_align.aligners.network import untrusted
+from udl_align.data import stacks
 from udl_align.errors import InputError
+from udl_align.io.files import check_writable
+from udl_align.io.mrc import write_mrc
 from udl_align.network.models import INPUTS, PRESETS, NetConfig
+from udl_align.pipelines.reference_free import reference_free
 from udl_align.training.config import (
     OBJECTIVES,
     OTHER_DEFAULTS,
@@ -16,6 +24,7 @@ from udl_align.training.config import (
     field_default,
     is_particle_data,
 )
+from udl_align.training.log import history_paths
 from udl_align.training.loop import train
 
 #: the flags that set a TrainConfig field (flag's dest: field); a flag not given leaves the
@@ -25,7 +34,7 @@ FIELDS = {"objective": "objective", "preset": "preset", "noise": "noise", "steps
           "lr_gamma": "lr_gamma", "seed": "seed", "val_every": "val_every",
           "checkpoint_every": "checkpoint_steps", "init": "init",
           "disturb_shift": "disturb_shift", "reference": "reference", "group_by": "group_by",
-          "device": "device", "workers": "workers"}
+          "device": "device", "workers": "workers", "search_particles": "search_particles"}
 
 
 def _on_off(flag: bool) -> str:
@@ -43,7 +52,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help=f"network size. Default: {d('preset')}")
     parser.add_argument("--objective", default=None, choices=OBJECTIVES,
                         help="udl learns without labels, supervised from true angles, stn "
-                        f"is the STN baseline. Default: {d('objective')}")
+                        "is the STN baseline, search learns the exhaustive search's poses of "
+                        "a particle stack against its reference (no labels; the search is the "
+                        "teacher). Default: "
+                        f"{PARTICLE_DEFAULTS['objective']} for particle stacks, "
+                        f"{OTHER_DEFAULTS['objective']} otherwise")
+    parser.add_argument("--search-particles", type=int, default=None,
+                        help="objective search: how many training particles the exhaustive "
+                        f"search aligns (default {d('search_particles')})")
+    parser.add_argument("--turn-augment", choices=("on", "off"), default=None,
+                        help="supervised and search: turn both images of every pair by random "
+                        "angles (the target with them), so a finite stack is not learned by "
+                        f"heart. Default: {_on_off(PARTICLE_DEFAULTS['turn_augment'])} for "
+                        f"particle stacks, {_on_off(OTHER_DEFAULTS['turn_augment'])} otherwise")
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
                         "modulo 180, half turn by correlation; under UDL it did not start "
@@ -129,6 +150,8 @@ def config(args: argparse.Namespace) -> TrainConfig:
              if getattr(args, dest) is not None}
     if args.split_views is not None:
         given["split_views"] = args.split_views == "on"
+    if args.turn_augment is not None:
+        given["turn_augment"] = args.turn_augment == "on"
     net = {k: getattr(args, k) for k in ("input", "input_lowpass") if getattr(args, k) is not None}
     if args.symmetry is not None and args.symmetry > 1:
         net["symmetry"] = args.symmetry
@@ -160,28 +183,67 @@ def check(args: argparse.Namespace, cfg: TrainConfig) -> None:
         raise InputError("--reference pairs the particles of a stack or STAR given as --data")
     if cfg.group_by and not is_particle_data(cfg.images):
         raise InputError("--group-by groups the particles of a stack or STAR given as --data")
+    if cfg.search_particles < 1:
+        raise InputError(f"--search-particles must be at least 1, got {cfg.search_particles}")
     if cfg.disturb_shift < 0:
         raise InputError(f"--disturb-shift must be >= 0, got {cfg.disturb_shift}")
 
 
 def summary(state: dict, out: str) -> str:
-    """One line on the finished run: steps, time, offset C and how it was found, the last
-    validation."""
-    last = state["history"][-1] if state["history"] else {}
+    """Lines on the finished run: steps, time, offset C and how it was found, the last
+    validation, the trust check (and a warning when it fails) and the files written."""
+    validated = [e for e in state["history"] if "val_mean_deg" in e]
+    last = {k: round(v, 2) if isinstance(v, float) else v
+            for k, v in (validated[-1] if validated else {}).items()}
     info = state["offset_info"]
     closed = "" if "cycles_within_15deg" not in info else (
         f"; {info['cycles_within_15deg']:.0%} of unlabelled 3-cycles close within 15 deg, "
         f"output resultant {info['output_resultant']:.2f} (near 1: collapsed)")
-    return (f"trained {state['step']} steps in {state['train_seconds'] / 60:.1f} min; "
-            f"offset C = {state['offset']:.2f} deg ({info['method']}{closed}); "
-            f"last validation: {json.dumps(last)}; wrote {out}")
+    trust = state.get("trust") or {}
+    lines = [f"trained {state['step']} steps in {state['train_seconds'] / 60:.1f} min; "
+             f"offset C = {state['offset']:.2f} deg ({info['method']}{closed}); "
+             f"last validation: {json.dumps(last)}"]
+    if trust:
+        lines.append(f"trust check: the network's angle is within {trust['tolerance_deg']:g} "
+                     f"deg of the exhaustive search's on {trust['agreement']:.0%} of "
+                     f"{trust['pairs']} unlabelled pairs (chance {trust['chance']:.0%}; median "
+                     f"difference {trust['median_difference_deg']:.1f} deg)")
+    reason = untrusted(info, trust)
+    if reason:
+        lines.append(f"udl-align train: warning: {out}: {reason}: it did not learn; align "
+                     "--refine will search the whole circle with it")
+    csv_path, png_path = history_paths(out)
+    lines.append(f"wrote {out}, {csv_path} and {png_path}")
+    return "\n".join(lines)
+
+
+def reference_for_search(cfg: TrainConfig, out: str, quiet: bool) -> TrainConfig:
+    """``cfg`` with a reference for the ``search`` objective: the one given, or a
+    reference-free average of the stack (``bruteforce``, as ``align --stack`` without a
+    reference makes it), written beside the checkpoint as ``OUT_reference.mrc`` so that
+    ``align --stack --reference`` can use the same one."""
+    if cfg.objective != "search" or cfg.reference or not is_particle_data(cfg.images):
+        return cfg
+    stem = Path(out).with_suffix("") if Path(out).suffix else Path(out)
+    path = check_writable(Path(f"{stem}_reference.mrc"))
+    particles = stacks.open_particles(cfg.images)
+    print(f"no --reference: making one from the stack (reference-free, bruteforce); it is "
+          f"written to {path}")
+    image, _ = reference_free(particles, make_aligner("bruteforce"), BruteForce.batch_size,
+                              progress=not quiet, log=print)
+    write_mrc(path, image, particles.pixel_size or 1.0, stack=False)
+    return TrainConfig.from_dict({**cfg.to_dict(), "reference": str(path)})
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = config(args)
     check(args, cfg)
+    if not args.resume:
+        cfg = reference_for_search(cfg, args.out, args.quiet)
     state = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
                   calibrate_with=args.calibrate_with)
     if state:  # empty on the ranks other than 0 under torchrun: rank 0 writes and reports
-        print(summary(state, args.out))
+        text = summary(state, args.out)
+        for line in text.splitlines():
+            print(line, file=sys.stderr if "warning:" in line else sys.stdout)
     return 0

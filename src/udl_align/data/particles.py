@@ -14,7 +14,9 @@ direction), for every particle:
 3. optionally filtered by ``|CTF|`` (300 kV, Cs 2.7 mm, amplitude contrast 0.1, one defocus per
    particle uniform in 0.5-2 um; phase-flipped data, as the paper's);
 4. Gaussian noise of variance ``var(clean) / snr`` is added, the variance measured inside the
-   particle's moved mask.
+   particle's moved mask (``snr_over="particle"``, the default) or over the whole image
+   (``snr_over="image"``: the paper's definition; for a particle that fills a fraction of the
+   box the SNR inside it is then several times higher).
 
 Geometry and noise use separate seeded streams, as ``synth natural``. Particles are made and
 written in chunks, so memory does not grow with their number.
@@ -38,6 +40,9 @@ from udl_align.errors import InputError
 from udl_align.io.images import read_image
 from udl_align.io.mrc import read_mrc, read_mrc_header
 
+#: where the SNR of ``synth cryoem`` is measured: inside the particle's mask (ours), or over
+#: the whole image (the paper's)
+SNR_OVER = ("particle", "image")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map")
 #: A per pixel of a template that records none (PNG), at its own size: a typical sampling of
@@ -164,6 +169,7 @@ class ParticleSynth:
         background: float = 0.1,
         defocus_um: tuple[float, float] = (0.5, 2.0),
         seed: int = 0,
+        snr_over: str = "particle",
     ) -> None:
         snrs = np.atleast_1d(np.asarray(snr, np.float64))
         if snrs.size == 0 or not np.all(snrs > 0):
@@ -172,6 +178,10 @@ class ParticleSynth:
             raise InputError(f"the largest shift must be >= 0 px, got {max_shift}")
         if background < 0:
             raise InputError(f"the background level must be >= 0, got {background}")
+        if snr_over not in SNR_OVER:
+            raise InputError(f"the SNR is measured over one of {', '.join(SNR_OVER)}, got "
+                             f"'{snr_over}'")
+        self.snr_over = snr_over
         self.t = template
         # several SNRs: particle i gets snrs[i % len(snrs)] (a mixed stack, e.g. to start
         # training on clean particles among noisy ones)
@@ -199,8 +209,11 @@ class ParticleSynth:
             defocus = self.rng.uniform(*self.defocus_um, k)
             moved = np.stack([geometry.apply(self.t.reference, (a, x, y))
                               for a, (x, y) in zip(angle, shift, strict=True)])
-            masks = np.stack([geometry.apply(self.t.mask, (0.0, x, y), order=1)
-                              for x, y in shift]) > 0.5
+            if self.snr_over == "particle":
+                masks = np.stack([geometry.apply(self.t.mask, (0.0, x, y), order=1)
+                                  for x, y in shift]) > 0.5
+            else:
+                masks = np.ones((k, size, size), bool)
             clean = moved + (self._background(k, size) if self.background > 0 else 0.0)
             if self.ctf:
                 clean = apply_ctf(clean, self.t.pixel_size, defocus)

@@ -30,18 +30,26 @@ from udl_align.errors import InputError
 REDRAWS = 20
 
 
+def is_held_out(n: int) -> np.ndarray:
+    """Which of ``n`` particles the validation diagnostic keeps: every tenth."""
+    return np.arange(n) % 10 == 0
+
+
 class StackPairSource:
     """The pair-source interface of the training loop (``sample``, ``sample_views``, ``rng``,
     ``noise_rng``) over a :class:`~udl_align.data.stacks.ParticleSet`."""
 
     def __init__(self, particles: ParticleSet, seed: int = 0, part: str = "train",
-                 group_by: str = "", reference: np.ndarray | None = None) -> None:
+                 group_by: str = "", reference: np.ndarray | None = None,
+                 targets: np.ndarray | None = None) -> None:
         n = particles.n
         if n < 20:
             raise InputError(f"holds {n} particles: training needs at least 20",
                              particles.path)
-        held = np.arange(n) % 10 == 0
+        held = is_held_out(n)
         pool = np.nonzero(held if part == "val" else ~held)[0]
+        if targets is not None:  # only the particles that have one
+            pool = pool[np.isfinite(targets[pool]).all(axis=1)]
         labels = self._labels(particles, group_by)[pool]
         self.groups = [pool[labels == g] for g in np.unique(labels)]
         self.groups = [g for g in self.groups if len(g) >= 3]  # a calibration cycle needs 3
@@ -50,7 +58,9 @@ class StackPairSource:
         self.particles = particles
         self.size = particles.size
         self.reference = None if reference is None else np.asarray(reference, np.float32)
-        self.truth = particles.transforms()
+        # what the pairs' angles say: ``targets`` (e.g. the exhaustive search's poses, for
+        # training on them), else the STAR's truth, if any (for the validation diagnostic)
+        self.truth = particles.transforms() if targets is None else np.asarray(targets)
         self.rng = np.random.default_rng([seed, 0])
         self.noise_rng = np.random.default_rng([seed, 1])  # unused; kept for checkpoints
         self._files = ExitStack()
@@ -130,4 +140,4 @@ class StackPairSource:
         return images, truth
 
 
-__all__ = ["StackPairSource"]
+__all__ = ["StackPairSource", "is_held_out"]

@@ -17,6 +17,7 @@ rank 0 merges the parts, in input order, into the outputs one process writes.
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from udl_align import distributed
 from udl_align.aligners.base import Aligner
+from udl_align.aligners.network import TRUST_PAIRS, NetworkAligner
 from udl_align.data.particles import read_reference
 from udl_align.data.stacks import ParticleSet
 from udl_align.distributed import Ranks
@@ -59,25 +61,69 @@ class StackAlignOptions:
 
 def align_particles(particles: ParticleSet, aligner: Aligner, out_dir: PathLike,
                     reference: PathLike | None = None,
-                    options: StackAlignOptions = StackAlignOptions(), log=print) -> dict:
+                    options: StackAlignOptions = StackAlignOptions(), log=print,
+                    warn=None) -> dict:
     """Align ``particles`` to the image in the file ``reference`` (MRC or PNG/JPEG/TIFF, of
     the particles' size) or, without one, to a reference made from the stack; write the
     outputs into ``out_dir``. Under ``torchrun`` the processes share the stack. Returns the
-    summary of :func:`align_stack` (``{}`` on processes other than rank 0)."""
-    if reference is not None:
-        image = read_reference(reference, particles.size)
+    summary of :func:`align_stack` (``{}`` on processes other than rank 0).
+
+    A network aligner is first checked against the exhaustive search on a sample of the
+    particles (:func:`check_network`); ``warn(message)`` is told when it fails (default: a
+    line on stderr)."""
+    image = read_reference(reference, particles.size) if reference is not None else None
+    trust = check_network(particles, aligner, image, warn or _warn)
+    if image is not None:
         record: dict = {"reference": str(reference)}
     else:
         image, history = reference_free(particles, aligner, options.batch_size,
                                         rounds=options.rounds, progress=options.progress,
                                         log=log)
         record = {"reference": "reference-free", "rounds": history}
+    if trust is not None:
+        record["trust_check"] = trust
     ranks = distributed.start(aligner.device)  # one process of several under torchrun
     try:
         return align_stack(particles, image, aligner, out_dir, options, record=record, log=log,
                            ranks=ranks)
     finally:
         distributed.stop(ranks)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def check_network(particles: ParticleSet, aligner: Aligner, reference: np.ndarray | None,
+                  warn) -> dict | None:
+    """For a network aligner, the trust check
+    (:meth:`~udl_align.aligners.network.NetworkAligner.check_trust`) on a seeded sample of
+    the pairs it will align: (``reference``, particle), or without a reference two different
+    particles (the pairs the reference-free rounds start from). ``warn`` is told when the
+    network fails it (``--refine`` then searches the whole circle). Returns the check's
+    record, or ``None`` for other aligners."""
+    if not isinstance(aligner, NetworkAligner) or particles.n < 2:
+        return None
+    rng = np.random.default_rng(0)
+    k = min(particles.n, TRUST_PAIRS)
+    with particles.reader() as read:
+        if reference is not None:
+            b = read(np.sort(rng.choice(particles.n, k, replace=False)))
+            a = np.repeat(np.asarray(reference, np.float32)[None], k, 0)
+        else:
+            pick = np.stack([rng.choice(particles.n, 2, replace=False) for _ in range(k)])
+            a, b = read(pick[:, 0]), read(pick[:, 1])
+    finite = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
+    if finite.sum() < 2:
+        return None
+    before = aligner.distrust
+    info = aligner.check_trust(a[finite], b[finite])
+    if aligner.distrust and aligner.distrust != before:
+        what = ("--refine searches the whole circle for every particle"
+                if aligner.refine_enabled else
+                "its angles are unreliable (add --refine to search around them)")
+        warn(f"{aligner.distrust}; {what}")
+    return info
 
 
 def align_stack(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,

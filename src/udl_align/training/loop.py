@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from udl_align import distributed, geometry
+from udl_align.aligners.network import TRUST_PAIRS, NetworkAligner, search_agreement
 from udl_align.errors import InputError, checked_device
 from udl_align.filters import repair_impulses
 from udl_align.io.files import check_writable
@@ -55,6 +56,7 @@ from udl_align.training.config import (
     TrainConfig,
     field_default,
 )
+from udl_align.training.log import write_history
 from udl_align.training.sources import batch_stream, default_sources
 
 # --------------------------------------------------------------------------------------------
@@ -169,10 +171,20 @@ def udl_step(run: Run, batch) -> torch.Tensor:
 
 
 def supervised_step(run: Run, batch) -> torch.Tensor:
-    """The supervised loss on a batch: the outputs against the pairs' true angles."""
+    """The supervised loss on a batch: the outputs against the pairs' angles (true, or the
+    exhaustive search's). With ``cfg.turn_augment`` the second image is first turned by a
+    random angle (uniform on the circle) and the target moves with it: new pairs from the same
+    images, so a finite stack is not learned by heart. The first stays as it is: with a
+    reference it is the reference, which ``align`` never turns (turning it too left the
+    network's angle 15 deg off on unturned references after a short run)."""
     a, b = pair_images(run, batch)
-    pa, pb = model_input(run.net_cfg, a, run.mask), model_input(run.net_cfg, b, run.mask)
     angle = torch.from_numpy(batch.angle[run.rows]).float().to(run.device)
+    if run.cfg.turn_augment:
+        turn = (torch.rand(run.cfg.batch_size, generator=run.gen) * 360.0)[run.rows]
+        turn = turn.to(run.device)
+        b = disturb(b, turn, torch.zeros(b.shape[0], 2, device=run.device))
+        angle = angle + turn
+    pa, pb = model_input(run.net_cfg, a, run.mask), model_input(run.net_cfg, b, run.mask)
     angle = angle * run.net_cfg.angle_factor
     return supervised_loss(run.trainee(pa, pb), angle, run.net_cfg.head)
 
@@ -185,7 +197,10 @@ def stn_step(run: Run, batch) -> torch.Tensor:
     return stn_loss(run.trainee(pa, pb), pa, pb, run.mask, run.net_cfg.size / 8.0)
 
 
-STEPS = {"udl": udl_step, "supervised": supervised_step, "stn": stn_step}
+#: ``search`` is supervised learning with the exhaustive search's poses as the targets
+#: (:func:`udl_align.training.sources.search_poses`)
+STEPS = {"udl": udl_step, "supervised": supervised_step, "stn": stn_step,
+         "search": supervised_step}
 assert tuple(STEPS) == OBJECTIVES
 
 
@@ -409,29 +424,35 @@ def train(
     labelled = labelled_pairs(calibrate_with)
     out = check_writable(out)
     cfg, state = resumed(cfg, out, resume, log)
-    make_source = make_source or default_sources(cfg)
+    make_source = make_source or default_sources(cfg, progress)
     run, ranks = start_run(cfg, state, make_source)
     if state is not None:
         log(f"resuming {out} at step {run.step}")
     val = validation_set(run, make_source)
-    train_steps(run, ranks, val, make_source, out, progress and ranks.main)
+    loss = train_steps(run, ranks, val, make_source, out, progress and ranks.main)
     final = {}
     if ranks.main:
         final = run.checkpoint()
         final.update(calibrate(run.model, cfg, make_source(cfg, CALIBRATION)))
         if labelled is not None:
             final.update(calibrate_labelled(final, labelled, str(calibrate_with)))
+        final["trust"] = trust_check(run.model, final["offset"], make_source(cfg, CALIBRATION),
+                                     run.device)
+        record_trust(run, final["trust"], loss)
+        final["history"] = run.history
         save_checkpoint(out, final)
+        write_history(out, run.history)
     distributed.barrier(ranks)
     distributed.stop(ranks)
     return final
 
 
 def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out: Path,
-                progress: bool) -> None:
+                progress: bool) -> float | None:
     """Step ``run`` until its budget is spent, recording validation errors every
     ``val_every`` steps and writing checkpoints to ``out`` as they fall due. The processes
-    take rank 0's decisions to stop and to checkpoint, so they do both at the same step."""
+    take rank 0's decisions to stop and to checkpoint, so they do both at the same step.
+    Returns the running training loss (``None`` if no step was taken)."""
     cfg = run.cfg
     run.started = time.time()
     deadline = run.started + cfg.minutes * 60 if cfg.minutes else None
@@ -453,15 +474,46 @@ def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out:
             bar.set_postfix(shown(run.history[-1], deadline))
         if distributed.agree(ranks, cadence.due(run.step))[0]:
             if ranks.main:  # the ranks' weights and random states are the same
-                save_checkpoint(out, run.checkpoint())
+                checkpoint_with_log(run, make_source, out, running)
             cadence.saved()
     bar.close()
     batches.close()  # ends the pair-making processes, if any
+    return running
+
+
+def checkpoint_with_log(run: Run, make_source, out: Path, loss: float | None) -> None:
+    """A checkpoint, with the trust check at this step (the model calibrated label-free
+    first, as at the end) recorded in the history, and the CSV / PNG log beside it."""
+    was_training = run.model.training
+    offset = calibrate(run.model, run.cfg, make_source(run.cfg, CALIBRATION))["offset"]
+    record_trust(run, trust_check(run.model, offset, make_source(run.cfg, CALIBRATION),
+                                  run.device), loss)
+    run.model.train(was_training)
+    save_checkpoint(out, run.checkpoint())
+    write_history(out, run.history)
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration
+# Calibration and the trust check
 # --------------------------------------------------------------------------------------------
+
+
+def trust_check(model: AlignNet, offset: float, source, device: torch.device) -> dict:
+    """The label-free trust check (:func:`udl_align.aligners.network.search_agreement`) of
+    ``model`` with offset C ``offset`` on ``TRUST_PAIRS`` unlabelled pairs of ``source`` (the
+    calibration source: the same pairs at every checkpoint of a run)."""
+    batch = source.sample(TRUST_PAIRS)
+    return search_agreement(NetworkAligner(model, offset=offset, device=device),
+                            batch.a, batch.b)
+
+
+def record_trust(run: Run, trust: dict, loss: float | None) -> None:
+    """Put a trust check's agreement (and its chance level) into the history entry of the
+    run's step, adding one (with the running training ``loss``) if the step has none."""
+    if not run.history or run.history[-1]["step"] != run.step:
+        run.history.append({"step": run.step, "loss": loss, "seconds": run.seconds()})
+    run.history[-1].update(search_agreement=trust["agreement"], search_chance=trust["chance"])
+
 
 
 def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:

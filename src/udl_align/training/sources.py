@@ -5,19 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from udl_align.aligners.base import run_aligner
+from udl_align.aligners.bruteforce import BruteForce
 from udl_align.data.particles import read_reference
 from udl_align.data.photos import NaturalPairSource
 from udl_align.data.sources import PairFileSource
-from udl_align.data.stack_pairs import StackPairSource
+from udl_align.data.stack_pairs import StackPairSource, is_held_out
 from udl_align.data.stacks import open_particles
 from udl_align.errors import InputError
 from udl_align.io.pairs import read_pairs
 from udl_align.training.config import VALIDATION, TrainConfig, is_particle_data
 
 
-def default_sources(cfg: TrainConfig):
+def default_sources(cfg: TrainConfig, progress: bool = True):
     """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
     split; new pairs at every step), the pairs of a ``.npz``, or pairs of particles of a stack
     or STAR (:mod:`udl_align.data.stack_pairs`); the last two hold a tenth out for
@@ -31,9 +35,19 @@ def default_sources(cfg: TrainConfig):
         reference = None
         if cfg.reference:
             reference = read_reference(cfg.reference, particles.size)
+        targets = None
+        if cfg.objective == "search":
+            if reference is None:
+                raise InputError("--objective search trains on the exhaustive search's poses "
+                                 "against a reference: give --reference", path)
+            targets = search_poses(particles, reference, cfg.search_particles, cfg.seed,
+                                   progress)
         return lambda c, offset: StackPairSource(
             particles, seed=c.seed + offset, group_by=c.group_by, reference=reference,
-            part="val" if offset == VALIDATION else "train")
+            part="val" if offset == VALIDATION else "train",
+            targets=None if offset == VALIDATION else targets)
+    if cfg.objective == "search":
+        raise InputError("--objective search trains on the particles of a stack or STAR", path)
     if path.suffix.lower() != ".npz":
         return lambda c, offset: NaturalPairSource(
             c.images, size=c.source_size, noise=c.noise, max_shift=c.max_shift,
@@ -43,6 +57,38 @@ def default_sources(cfg: TrainConfig):
         raise InputError("has no true angles: supervised training needs them", path)
     return lambda c, offset: PairFileSource(pairs, seed=c.seed + offset,
                                             part="val" if offset == VALIDATION else "train")
+
+
+#: particles aligned per call of the exhaustive search that makes the targets of ``search``
+SEARCH_CHUNK = 256
+
+
+def search_poses(particles, reference: np.ndarray, limit: int, seed: int,
+                 progress: bool = True) -> np.ndarray:
+    """The targets of the ``search`` objective: ``(n, 3)`` transforms taking ``reference`` onto
+    each of up to ``limit`` training particles (a seeded sample; the held-out tenth is never
+    searched), found by the exhaustive search (:class:`BruteForce`); NaN for the others and
+    for particles with non-finite pixels. No labels: the search is the teacher, and the
+    network learns to give its answers hundreds of times faster."""
+    n = particles.n
+    poses = np.full((n, 3), np.nan)
+    pool = np.nonzero(~is_held_out(n))[0]
+    pick = np.sort(np.random.default_rng([seed, 3]).choice(pool, min(limit, len(pool)),
+                                                           replace=False))
+    search = BruteForce()
+    ref = np.asarray(reference, np.float32)[None]
+    with particles.reader() as read, tqdm(total=len(pick), desc="exhaustive search",
+                                          unit="particle", disable=not progress) as bar:
+        for lo in range(0, len(pick), SEARCH_CHUNK):
+            index = pick[lo:lo + SEARCH_CHUNK]
+            images = read(index)
+            ok = np.isfinite(images).all(axis=(1, 2))
+            if ok.any():
+                est, _ = run_aligner(search, np.repeat(ref, int(ok.sum()), 0), images[ok],
+                                     progress=False)
+                poses[index[ok]] = np.stack([est.angle, est.tx, est.ty], 1)
+            bar.update(len(index))
+    return poses
 
 
 WORKER_SEEDS = 1_000_000  # seed offsets of pair-making processes: far from the split offsets
