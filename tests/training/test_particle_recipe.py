@@ -75,3 +75,17 @@ def test_the_trust_check_flags_a_network_trained_on_pure_noise(family, tmp_path,
     state, printed = train_default(noise_star, reference, tmp_path / "noise.pt", capsys, 150)
     assert state["trust"]["agreement"] < 0.3
     assert "did not learn" in printed.err
+
+
+def test_align_trains_on_the_stack_then_aligns_it_in_one_command(family, tmp_path, capsys):
+    """``align --stack --train-minutes``: the transductive workflow (no reference given: one is
+    made from the stack and kept beside the model)."""
+    _, train_star, _, _ = family
+    out = tmp_path / "out"
+    torch.set_num_threads(2)
+    assert main(["align", "--stack", str(train_star), "--out-dir", str(out),
+                 "--train-minutes", "0.1", "--quiet"]) == 0
+    for name in ("model.pt", "model_reference.mrc", "model_history.csv", "particles.star",
+                 "aligned.mrcs", "average.mrc"):
+        assert (out / name).exists(), name
+    assert "network+refine" in capsys.readouterr().out

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from udl_align.aligners import CLASSICAL, make_aligner, run_aligner
+from udl_align.cli.train import reference_for_search, report
 from udl_align.data import stacks
 from udl_align.errors import InputError
 from udl_align.io.files import check_out_dir, check_writable
 from udl_align.io.pairs import read_pairs, write_estimates
 from udl_align.pipelines import stack_align
 from udl_align.pipelines.stack_align import StackAlignOptions
+from udl_align.training.config import TrainConfig
+from udl_align.training.loop import train
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +41,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--model", help="checkpoint from udl-align train, or 'default' (the "
                      "shipped natural-image model)")
     how.add_argument("--method", choices=sorted(CLASSICAL), help="classical aligner")
+    how.add_argument("--train-minutes", type=float, default=None,
+                     help="with --stack: first train a network on this stack for this many "
+                     "minutes (udl-align train's default particle recipe, no labels; written "
+                     "to OUT_DIR/model.pt with its log), then align the stack with it and "
+                     "--refine: the transductive workflow in one command")
     parser.add_argument("--refine", action="store_true",
                         help="with --model: narrow exhaustive search around the network's angle")
     parser.add_argument("--refine-span", type=float, default=15.0,
@@ -97,7 +106,7 @@ def make(args: argparse.Namespace, max_shift: float | None):
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.refine and not args.model:
+    if args.refine and not (args.model or args.train_minutes is not None):
         raise InputError("--refine refines a network's angle: use it with --model")
     if args.save_every < 0:
         raise InputError(f"--save-every must be >= 0, got {args.save_every}")
@@ -119,6 +128,9 @@ def align_particles(args: argparse.Namespace) -> int:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
     check_out_dir(args.out_dir)  # before any work: none is wasted on outputs that cannot be saved
     particles = stacks.open_particles(args.stack)
+    if args.train_minutes is not None:
+        args.model, args.reference = train_on_stack(args)
+        args.refine = True
     aligner = make(args, args.max_shift)
     options = StackAlignOptions(batch_size=args.batch_size or aligner.batch_size,
                                 workers=args.num_workers, progress=not args.quiet,
@@ -137,9 +149,26 @@ def align_particles(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_on_stack(args: argparse.Namespace) -> tuple[str, str]:
+    """``align --train-minutes``: a network trained on ``args.stack`` with the default particle
+    recipe, to ``OUT_DIR/model.pt`` (the reference made from the stack, if none is given, to
+    ``OUT_DIR/model_reference.mrc``). Returns the model's and the reference's paths."""
+    if args.train_minutes <= 0:
+        raise InputError(f"--train-minutes must be positive, got {args.train_minutes}")
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # checked: it can be made
+    out = Path(args.out_dir) / "model.pt"
+    cfg = TrainConfig.for_data(args.stack, minutes=args.train_minutes, device=args.device,
+                               **({"reference": args.reference} if args.reference else {}))
+    cfg = reference_for_search(cfg, str(out), args.quiet)
+    report(train(cfg, out, progress=not args.quiet), str(out))
+    return str(out), cfg.reference
+
+
 def align_pairs(args: argparse.Namespace) -> int:
     if not args.out:
         raise InputError("--pairs needs --out")
+    if args.train_minutes is not None:
+        raise InputError("--train-minutes trains on a particle stack: use it with --stack")
     for given, name in ((args.out_dir, "--out-dir"), (args.reference, "--reference")):
         if given:  # silently ignored, it would look as if it had been used
             raise InputError(f"{name} is for --stack; --pairs writes its estimates to --out")

@@ -217,6 +217,12 @@ def summary(state: dict, out: str) -> str:
     return "\n".join(lines)
 
 
+def report(state: dict, out: str) -> None:
+    """Print :func:`summary`: its warning on stderr, the rest on stdout."""
+    for line in summary(state, out).splitlines():
+        print(line, file=sys.stderr if "warning:" in line else sys.stdout)
+
+
 def reference_for_search(cfg: TrainConfig, out: str, quiet: bool) -> TrainConfig:
     """``cfg`` with a reference for the ``search`` objective: the one given, or a
     reference-free average of the stack (``bruteforce``, as ``align --stack`` without a
@@ -243,7 +249,5 @@ def main(args: argparse.Namespace) -> int:
     state = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
                   calibrate_with=args.calibrate_with)
     if state:  # empty on the ranks other than 0 under torchrun: rank 0 writes and reports
-        text = summary(state, args.out)
-        for line in text.splitlines():
-            print(line, file=sys.stderr if "warning:" in line else sys.stdout)
+        report(state, args.out)
     return 0
