@@ -227,13 +227,23 @@ def test_refine_sends_unsure_pairs_to_the_whole_circle(textured_pairs):
     assert errors(trusting.estimate(a, b), truth)[0].max() > 20.0  # stuck in false windows
 
 
+def align_with_refine(a, b, model, tmp_path, capsys) -> str:
+    """``align --pairs --model MODEL --refine`` on ``a``, ``b``; returns what it printed on
+    stderr."""
+    from udl_align.cli import main
+    from udl_align.io.pairs import Pairs, write_pairs
+
+    write_pairs(tmp_path / "pairs.npz", Pairs(np.asarray(a, np.float32), np.asarray(b, np.float32)))
+    assert main(["align", "--pairs", str(tmp_path / "pairs.npz"), "--model", str(model),
+                 "--refine", "--out", str(tmp_path / "est.csv"), "--quiet"]) == 0
+    return capsys.readouterr().err
+
+
 def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pairs, tmp_path,
                                                                     capsys):
     """A checkpoint whose label-free calibration shows nothing learned (few closed 3-cycles, or
     a collapsed output) is not trusted by --refine, however sure its outputs are."""
     from udl_align.aligners.network import NetworkAligner, untrusted
-    from udl_align.cli import main
-    from udl_align.io.pairs import Pairs, write_pairs
     from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
 
     assert untrusted({"cycles_within_15deg": 0.95, "output_resultant": 0.05}) == ""
@@ -248,11 +258,7 @@ def test_a_network_its_calibration_distrusts_gets_no_trusted_window(textured_pai
     refined = NetworkAligner.from_checkpoint(tmp_path / "bad.pt", refine=True, max_shift=10)
     assert refined.distrust and refined.confidence_floor == float("inf")
     assert errors(refined.estimate(a, b), truth)[0].max() < 0.5
-    write_pairs(tmp_path / "pairs.npz", Pairs(np.asarray(a, np.float32), np.asarray(b, np.float32)))
-    assert main(["align", "--pairs", str(tmp_path / "pairs.npz"), "--model",
-                 str(tmp_path / "bad.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
-                 "--quiet"]) == 0
-    assert "warning" in capsys.readouterr().err
+    assert "warning" in align_with_refine(a, b, tmp_path / "bad.pt", tmp_path, capsys)
 
 
 def test_the_trust_check_on_the_pairs_to_align_catches_what_calibration_missed(
@@ -261,8 +267,6 @@ def test_the_trust_check_on_the_pairs_to_align_catches_what_calibration_missed(
     on the pairs to align (agreement with the exhaustive search, no labels) distrusts it,
     align warns once and --refine searches the whole circle."""
     from udl_align.aligners.network import NetworkAligner, distrusted_by_search
-    from udl_align.cli import main
-    from udl_align.io.pairs import Pairs, write_pairs
     from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
 
     assert distrusted_by_search({"agreement": 0.9, "pairs": 64}) == ""
@@ -280,11 +284,7 @@ def test_the_trust_check_on_the_pairs_to_align_catches_what_calibration_missed(
     assert info["pairs"] == len(a) and info["agreement"] < 0.5
     assert aligner.distrust and aligner.confidence_floor == float("inf")
     assert errors(aligner.estimate(a, b), truth)[0].max() < 0.5
-    write_pairs(tmp_path / "pairs.npz", Pairs(np.asarray(a, np.float32), np.asarray(b, np.float32)))
-    assert main(["align", "--pairs", str(tmp_path / "pairs.npz"), "--model",
-                 str(tmp_path / "off.pt"), "--refine", "--out", str(tmp_path / "est.csv"),
-                 "--quiet"]) == 0
-    err = capsys.readouterr().err
+    err = align_with_refine(a, b, tmp_path / "off.pt", tmp_path, capsys)
     assert err.count("warning") == 1 and "exhaustive search" in err
 
 

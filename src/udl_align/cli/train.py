@@ -61,9 +61,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="objective search: how many training particles the exhaustive "
                         f"search aligns (default {d('search_particles')})")
     parser.add_argument("--turn-augment", choices=("on", "off"), default=None,
-                        help="supervised and search: turn both images of every pair by random "
-                        "angles (the target with them), so a finite stack is not learned by "
-                        f"heart. Default: {_on_off(PARTICLE_DEFAULTS['turn_augment'])} for "
+                        help="supervised and search: turn the second image of every pair by a "
+                        "random angle (the target with it), so a finite stack is not learned "
+                        f"by heart. Default: {_on_off(PARTICLE_DEFAULTS['turn_augment'])} for "
                         f"particle stacks, {_on_off(OTHER_DEFAULTS['turn_augment'])} otherwise")
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
