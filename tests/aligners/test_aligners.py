@@ -181,6 +181,15 @@ def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(
     assert blind.max() > 20.0
 
 
+def test_guided_search_with_a_prior_known_modulo_180(textured_pairs):
+    """A network for a C2 particle knows the angle modulo 180: the search looks around both
+    turns of its angle and keeps the one that scores best at full resolution."""
+    search, pa, pb, truth = guided_inputs(textured_pairs)
+    half = torch.tensor(truth[:, 0] + 180.0 * (np.arange(len(truth)) % 2) + 4.0).float()
+    ang, shift = errors(search(pa, pb, half, turns=2), truth)
+    assert ang.max() < 0.2 and shift.max() < 0.3
+
+
 def test_guided_search_polish_walks_to_the_peak(textured_pairs):
     """Polishing from up to 0.7 deg off (the narrow stage hands it a few tenths): the three
     angles 0.5 deg apart slide a step when the peak lies beyond an end."""

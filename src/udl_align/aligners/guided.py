@@ -99,15 +99,28 @@ class GuidedSearch:
         self.probes = tuple(float(p) for p in probes)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
-                 unsure: torch.Tensor | None = None) -> Estimate:
+                 unsure: torch.Tensor | None = None, turns: int = 1) -> Estimate:
         """``a``, ``b`` pre-processed ``(B, N, N)``; ``prior`` ``(B,)`` degrees; ``unsure``
-        ``(B,)`` bool: pairs whose prior is not to be trusted (they get the whole circle)."""
+        ``(B,)`` bool: pairs whose prior is not to be trusted (they get the whole circle).
+        ``turns``: the prior is known only modulo ``360 / turns`` (a network for a C_n
+        particle): a window around each of its turns, the best kept."""
         n = a.shape[-1]
         m = cropped_size(n, self.search_size)
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, self.max_shift * m / n)
 
-        angle, outside = self.window(sa, ref, prior.to(a.dtype))
+        windows = [self.window(sa, ref, prior.to(a.dtype) + k * 360.0 / turns)
+                   for k in range(turns)]
+        angles = torch.stack([w[0] for w in windows], 1)
+        if turns > 1:  # the turns of a near-symmetric particle differ in fine detail only:
+            # compared at full resolution, each at its window's best
+            scores, _, _ = score_angles(a, prepare_reference(b, self.max_shift), angles,
+                                        mode="bicubic")
+        else:
+            scores = windows[0][2][:, None]
+        pick = scores.argmax(dim=1, keepdim=True)
+        angle = angles.gather(1, pick)[:, 0]
+        outside = torch.stack([w[1] for w in windows], 1).gather(1, pick)[:, 0]
         need = outside if unsure is None else outside | unsure.to(outside.device)
         if need.any():
             rows = need.nonzero()[:, 0]
@@ -135,7 +148,7 @@ class GuidedSearch:
         outside = ((best <= 1) | (best >= grid.shape[0] - 2)
                    | (probed > scores.amax(dim=1, keepdim=True)).any(dim=1))
         angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
-        return angle, outside
+        return angle, outside, scores.amax(dim=1)
 
     def fallback(self, a, b, sa, ref: Reference, window_best: torch.Tensor) -> torch.Tensor:
         """The whole circle, cheaply: coarse on small images, the best peaks (and the window's

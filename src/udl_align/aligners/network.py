@@ -118,8 +118,9 @@ class NetworkAligner(Aligner):
             return self.fast_shift(ta, tb, angle)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
-        if self.model.cfg.angle_factor > 1:
-            angle = pick_turn(pa, pb, angle, s, self.model.cfg.angle_factor)
+        turns = self.model.cfg.angle_factor
+        if turns > 1 and not self.refine_enabled:
+            angle = pick_turn(pa, pb, angle, s, turns)
         if self.refine_enabled:
             search = GuidedSearch(s, **{"span": self.refine_span, **self.search_options})
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
@@ -128,7 +129,8 @@ class NetworkAligner(Aligner):
             # the search's many rotated copies outgrow the caches in big batches
             k = self.search_batch
             return Estimate.concat([
-                search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k])
+                search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k],
+                       turns=turns)
                 for lo in range(0, pa.shape[0], k)])
         return self.shift(pa, pb, angle, s)
 
@@ -226,18 +228,27 @@ def untrusted(offset_info: dict, trust: dict | None = None) -> str:
     return ""
 
 
+#: where :func:`pick_turn` scores each turn: around it, in degrees (the network's angle is a
+#: few degrees off, and a near-symmetric particle's turns differ by less than that costs)
+PICK_GRID = (-6.0, -3.0, 0.0, 3.0, 6.0)
+
+
 def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: int,
               turns: int = 2) -> torch.Tensor:
     """The one of ``angle + k 360 / turns`` (k < turns) that correlates best (masked NCC over
-    shifts, on pre-processed images cropped to 64 px): a network that knows the angle only
-    modulo ``360 / turns`` (a spectrum's 180, a symmetric particle's) cannot tell them apart."""
+    shifts, on pre-processed images cropped to 64 px, each turn at its best of ``PICK_GRID``
+    around it): a network that knows the angle only modulo ``360 / turns`` (a spectrum's 180,
+    a symmetric particle's) cannot tell them apart."""
     n = a.shape[-1]
     m = cropped_size(n, 64)
     ref = prepare_reference(fourier_crop(b, m), max_shift * m / n)
     steps = torch.arange(turns, dtype=angle.dtype, device=angle.device) * (360.0 / turns)
     candidates = angle[:, None] + steps
-    scores, _, _ = score_angles(fourier_crop(a, m), ref, candidates, mode="bicubic")
-    best = candidates.gather(1, scores.argmax(1, keepdim=True))[:, 0]
+    local = torch.tensor(PICK_GRID, dtype=angle.dtype, device=angle.device)
+    grid = (candidates[:, :, None] + local).flatten(1)
+    scores, _, _ = score_angles(fourier_crop(a, m), ref, grid, mode="bicubic")
+    per_turn = scores.reshape(len(angle), turns, len(PICK_GRID)).amax(dim=2)
+    best = candidates.gather(1, per_turn.argmax(1, keepdim=True))[:, 0]
     return torch.remainder(best, 360.0)
 
 
