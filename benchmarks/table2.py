@@ -47,7 +47,7 @@ from udl_align.io.files import write_json
 from udl_align.metrics import score
 from udl_align.network.checkpoint import load_checkpoint
 from udl_align.pipelines.stack_align import StackAlignOptions, align_stack
-from udl_align.training.config import OBJECTIVES, TrainConfig
+from udl_align.training.config import OBJECTIVES, TrainConfig, with_reference_symmetry
 from udl_align.training.loop import train
 
 TEMPLATES = {
@@ -88,15 +88,15 @@ def trained_network(name: str, star: Path, reference: Path, args, out: Path,
     path = Path(models.get(name, out / f"{name}_{args.protocol}_{args.objective or 'default'}.pt"))
     if name not in models and not path.exists():
         given = {"objective": args.objective} if args.objective else {}
-        train(TrainConfig.for_data(star, minutes=args.train_minutes, seed=0,
-                                   reference=str(reference), device=args.device,
-                                   workers=args.workers, **given),
-              path, progress=not args.quiet)
+        cfg, _ = with_reference_symmetry(TrainConfig.for_data(
+            star, minutes=args.train_minutes, seed=0, reference=str(reference),
+            device=args.device, workers=args.workers, **given))
+        train(cfg, path, progress=not args.quiet)
     state = load_checkpoint(path)
     return path, {"path": str(path), "steps": state["step"],
                   "minutes": state["train_seconds"] / 60,
                   "objective": state["train"]["objective"], "offset": state["offset"],
-                  "trust": state.get("trust")}
+                  "symmetry": state["net"].get("symmetry", 1), "trust": state.get("trust")}
 
 
 def methods_for(path: Path | None) -> dict:
@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{report['threads']} torch threads")
     for name, info in trained.items():
         trust = info["trust"] or {}
-        print(f"  {name}: objective {info['objective']}, {info['steps']} steps, "
+        print(f"  {name}: objective {info['objective']}, symmetry {info['symmetry']}, "
+              f"{info['steps']} steps, "
               f"{info['minutes']:.1f} min, trust check {trust.get('agreement', float('nan')):.0%}")
     print(synthetic_table(results, methods))
     if real is not None:

@@ -253,7 +253,31 @@ def test_config_for_data_applies_the_data_defaults():
                "--turn-augment", "off", "--search-particles", "500") == \
         TrainConfig.for_data("p.star", split_views=False, checkpoint_steps=7, lr=0.01,
                              turn_augment=False, search_particles=500,
-                             net={"input_lowpass": 0.1})
+                             net={"input_lowpass": 0.1, "symmetry": 1})
+
+
+def test_a_near_two_fold_reference_makes_the_search_objective_learn_modulo_180(tmp_path):
+    """The search objective's symmetry follows the reference when none is given: 2 for a
+    view that looks the same turned by 180 deg, 1 otherwise; a given one is kept."""
+    from conftest import blob_average
+    from udl_align.filters import half_turn_similarity
+    from udl_align.io.mrc import write_mrc
+    from udl_align.training.config import with_reference_symmetry
+
+    blob = blob_average()
+    twofold = blob + g.apply(blob, (180.0, 0.0, 0.0))
+    assert half_turn_similarity(twofold) > 0.99 and half_turn_similarity(blob) < 0.8
+    for image, name, expected in ((blob, "blob.mrc", 1), (twofold, "twofold.mrc", 2)):
+        write_mrc(tmp_path / name, image.astype(np.float32), stack=False)
+        cfg, similarity = with_reference_symmetry(
+            TrainConfig.for_data("p.star", reference=str(tmp_path / name)))
+        assert cfg.net["symmetry"] == expected and similarity is not None
+    given = TrainConfig.for_data("p.star", reference=str(tmp_path / "twofold.mrc"),
+                                 net={"symmetry": 1})
+    assert with_reference_symmetry(given) == (given, None)
+    udl = TrainConfig.for_data("p.star", reference=str(tmp_path / "twofold.mrc"),
+                               objective="udl")
+    assert with_reference_symmetry(udl) == (udl, None)
 
 
 def test_two_toy_runs_from_one_seed_give_the_same_weights(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from udl_align.aligners import CLASSICAL, make_aligner, run_aligner
-from udl_align.cli.train import reference_for_search, report
+from udl_align.cli.train import prepared, report
 from udl_align.data import stacks
 from udl_align.errors import InputError
 from udl_align.io.files import check_out_dir, check_writable
@@ -159,7 +159,7 @@ def train_on_stack(args: argparse.Namespace) -> tuple[str, str]:
     out = Path(args.out_dir) / "model.pt"
     cfg = TrainConfig.for_data(args.stack, minutes=args.train_minutes, device=args.device,
                                **({"reference": args.reference} if args.reference else {}))
-    cfg = reference_for_search(cfg, str(out), args.quiet)
+    cfg = prepared(cfg, str(out), args.quiet)
     report(train(cfg, out, progress=not args.quiet), str(out))
     return str(out), cfg.reference
 

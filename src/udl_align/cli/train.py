@@ -23,6 +23,7 @@ from udl_align.training.config import (
     TrainConfig,
     field_default,
     is_particle_data,
+    with_reference_symmetry,
 )
 from udl_align.training.log import history_paths
 from udl_align.training.loop import train
@@ -152,9 +153,8 @@ def config(args: argparse.Namespace) -> TrainConfig:
         given["split_views"] = args.split_views == "on"
     if args.turn_augment is not None:
         given["turn_augment"] = args.turn_augment == "on"
-    net = {k: getattr(args, k) for k in ("input", "input_lowpass") if getattr(args, k) is not None}
-    if args.symmetry is not None and args.symmetry > 1:
-        net["symmetry"] = args.symmetry
+    net = {k: getattr(args, k) for k in ("input", "input_lowpass", "symmetry")
+           if getattr(args, k) is not None}
     return TrainConfig.for_data(args.data, resume=args.resume, net=net, **given)
 
 
@@ -241,11 +241,24 @@ def reference_for_search(cfg: TrainConfig, out: str, quiet: bool) -> TrainConfig
     return TrainConfig.from_dict({**cfg.to_dict(), "reference": str(path)})
 
 
+def prepared(cfg: TrainConfig, out: str, quiet: bool) -> TrainConfig:
+    """A new run's config with what the data decides: the reference of the search objective
+    (:func:`reference_for_search`), and the symmetry it suggests
+    (:func:`~udl_align.training.config.with_reference_symmetry`), said in one line."""
+    cfg = reference_for_search(cfg, out, quiet)
+    cfg, similarity = with_reference_symmetry(cfg)
+    if similarity is not None and cfg.net["symmetry"] > 1:
+        print(f"the reference looks the same turned by 180 deg (correlation {similarity:.2f}): "
+              "the network learns the angle modulo 180 and align picks the turn by "
+              "correlation (--symmetry 1 to learn the full circle)")
+    return cfg
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = config(args)
     check(args, cfg)
     if not args.resume:
-        cfg = reference_for_search(cfg, args.out, args.quiet)
+        cfg = prepared(cfg, args.out, args.quiet)
     state = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
                   calibrate_with=args.calibrate_with)
     if state:  # empty on the ranks other than 0 under torchrun: rank 0 writes and reports

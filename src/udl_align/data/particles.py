@@ -234,8 +234,8 @@ def measured_snr(clean: np.ndarray, noisy: np.ndarray, masks: np.ndarray) -> np.
                      for c, y, m in zip(clean, noisy, masks, strict=True)])
 
 
-def read_reference(path: str | Path, size: int) -> np.ndarray:
-    """A 2D reference (MRC or PNG/JPEG/TIFF) of the particles' size."""
+def read_reference(path: str | Path, size: int | None) -> np.ndarray:
+    """A 2D reference (MRC or PNG/JPEG/TIFF) of the particles' size (``None``: any size)."""
     path = Path(path)
     image = read_mrc(path) if path.suffix.lower() in (".mrc", ".mrcs", ".map") \
         else read_image(path)
@@ -243,7 +243,7 @@ def read_reference(path: str | Path, size: int) -> np.ndarray:
         image = image[0]
     if image.ndim != 2 or image.shape[0] != image.shape[1]:
         raise InputError(f"reference must be one square image, got shape {image.shape}", path)
-    if image.shape[0] != size:
+    if size is not None and image.shape[0] != size:
         raise InputError(f"reference is {image.shape[0]} px but the particles are {size} px",
                          path)
     return image.astype(np.float32)
