@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from udl_align.io.files import atomic_output
 from udl_align.network.checkpoint import (
@@ -20,6 +21,20 @@ from udl_align.network.checkpoint import (
 )
 
 
+def earlier_stages(before: dict, record: dict) -> dict:
+    """``stage1``, ``stage2``, ... of the model fine-tuned from (its own stages, then itself),
+    its description, and the totals over all stages including ``record``'s."""
+    stages = [before[k] for k in sorted(before) if k.startswith("stage")]
+    stages.append({"steps": before["steps"], "train_minutes": before["train_minutes"],
+                   "seed": before["train"]["seed"], "lr": before["train"]["lr"]})
+    out = {f"stage{i}": stage for i, stage in enumerate(stages, 1)}
+    out["what"] = before["what"]
+    out["total_steps"] = sum(s["steps"] for s in stages) + record["steps"]
+    out["total_train_minutes"] = round(sum(s["train_minutes"] for s in stages)
+                                       + record["train_minutes"], 1)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
@@ -28,6 +43,9 @@ def main() -> None:
                    "(115 of the 134 photographs in ../shared/data/natural/coco); 128 px pairs, "
                    "all seven noise conditions mixed, resampled to the model's input size")
     p.add_argument("--machine", default="2 CPU cores, no GPU")
+    p.add_argument("--after", default=None,
+                   help="the JSON record of the model this one was fine-tuned from: its stages "
+                   "are carried over (stage1, stage2, ...), and the totals summed")
     args = p.parse_args()
     state = load_checkpoint(args.checkpoint)
     save_checkpoint(DEFAULT_MODEL, export_for_inference(state))
@@ -43,9 +61,12 @@ def main() -> None:
         "confidence_floor": state.get("confidence_floor"),
         "last_validation": next((e for e in reversed(state["history"])
                                  if "val_mean_deg" in e), None),
+        "trust": state.get("trust"),
         "net": state["net"],
         "train": state["train"],
     }
+    if args.after:
+        record.update(earlier_stages(json.loads(Path(args.after).read_text()), record))
     with atomic_output(DEFAULT_MODEL.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     print(f"wrote {DEFAULT_MODEL} and {DEFAULT_MODEL.with_suffix('.json')}")

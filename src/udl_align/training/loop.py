@@ -436,7 +436,7 @@ def train(
         final.update(calibrate(run.model, cfg, make_source(cfg, CALIBRATION)))
         if labelled is not None:
             final.update(calibrate_labelled(final, labelled, str(calibrate_with)))
-        final["trust"] = trust_check(run.model, final["offset"], make_source(cfg, CALIBRATION),
+        final["trust"] = trust_check(run.model, final["offset"], make_source(cfg, VALIDATION),
                                      run.device)
         record_trust(run, final["trust"], loss)
         final["history"] = run.history
@@ -486,7 +486,7 @@ def checkpoint_with_log(run: Run, make_source, out: Path, loss: float | None) ->
     first, as at the end) recorded in the history, and the CSV / PNG log beside it."""
     was_training = run.model.training
     offset = calibrate(run.model, run.cfg, make_source(run.cfg, CALIBRATION))["offset"]
-    record_trust(run, trust_check(run.model, offset, make_source(run.cfg, CALIBRATION),
+    record_trust(run, trust_check(run.model, offset, make_source(run.cfg, VALIDATION),
                                   run.device), loss)
     run.model.train(was_training)
     save_checkpoint(out, run.checkpoint())
@@ -501,7 +501,7 @@ def checkpoint_with_log(run: Run, make_source, out: Path, loss: float | None) ->
 def trust_check(model: AlignNet, offset: float, source, device: torch.device) -> dict:
     """The label-free trust check (:func:`udl_align.aligners.network.search_agreement`) of
     ``model`` with offset C ``offset`` on ``TRUST_PAIRS`` unlabelled pairs of ``source`` (the
-    calibration source: the same pairs at every checkpoint of a run)."""
+    validation source: held-out particles of a stack; the same pairs at every checkpoint)."""
     batch = source.sample(TRUST_PAIRS)
     return search_agreement(NetworkAligner(model, offset=offset, device=device),
                             batch.a, batch.b)
