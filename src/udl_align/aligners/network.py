@@ -134,6 +134,12 @@ class NetworkAligner(Aligner):
                 for lo in range(0, pa.shape[0], k)])
         return self.shift(pa, pb, angle, s)
 
+    def distrust_message(self, item: str = "pair") -> str:
+        """Why this network is not trusted and what follows, for a warning line."""
+        what = (f"--refine searches the whole circle for every {item}" if self.refine_enabled
+                else "its angles are unreliable (add --refine to search around them)")
+        return f"{self.distrust}; {what}"
+
     def check_trust(self, a, b, seed: int = 0) -> dict:
         """The trust check (:func:`search_agreement`) on up to ``TRUST_PAIRS`` of the pairs
         ``a``, ``b`` about to be aligned (a seeded sample). When the network agrees too seldom

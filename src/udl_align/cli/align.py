@@ -97,9 +97,7 @@ def make(args: argparse.Namespace, max_shift: float | None):
         aligner = make_aligner("network", model=args.model,
                                **aligner_options(args, max_shift))
         if aligner.distrust:
-            what = ("--refine searches the whole circle for every pair" if args.refine else
-                    "its angles are unreliable (add --refine to search around them)")
-            print(f"udl-align align: warning: {args.model}: {aligner.distrust}; {what}",
+            print(f"udl-align align: warning: {args.model}: {aligner.distrust_message()}",
                   file=sys.stderr)
         return aligner
     return make_aligner(args.method, **aligner_options(args, max_shift))
@@ -180,9 +178,7 @@ def align_pairs(args: argparse.Namespace) -> int:
         before = aligner.distrust
         aligner.check_trust(pairs.a, pairs.b)
         if aligner.distrust and aligner.distrust != before:
-            what = ("--refine searches the whole circle for every pair" if args.refine else
-                    "its angles are unreliable (add --refine to search around them)")
-            print(f"udl-align align: warning: {args.model}: {aligner.distrust}; {what}",
+            print(f"udl-align align: warning: {args.model}: {aligner.distrust_message()}",
                   file=sys.stderr)
     est, seconds = run_aligner(aligner, pairs.a, pairs.b, batch_size=args.batch_size,
                                progress=not args.quiet, desc=f"align {aligner.name}")

@@ -119,10 +119,7 @@ def check_network(particles: ParticleSet, aligner: Aligner, reference: np.ndarra
     before = aligner.distrust
     info = aligner.check_trust(a[finite], b[finite])
     if aligner.distrust and aligner.distrust != before:
-        what = ("--refine searches the whole circle for every particle"
-                if aligner.refine_enabled else
-                "its angles are unreliable (add --refine to search around them)")
-        warn(f"{aligner.distrust}; {what}")
+        warn(aligner.distrust_message("particle"))
     return info
 
 
