@@ -6,9 +6,9 @@ from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint
 
 #: what the shipped model gives on the four pairs below (network path, offset C removed),
 #: recorded when it was shipped
-RECORDED_ANGLE = [33.5734, 148.4607, 253.5712, 357.4102]
-RECORDED_TX = [1.6190, -5.9510, -4.3748, 5.2456]
-RECORDED_TY = [-2.2617, 2.5767, 4.8895, 0.7866]
+RECORDED_ANGLE = [33.7300, 147.7572, 253.8467, 357.3974]
+RECORDED_TX = [1.5521, -5.9681, -4.1905, 5.2483]
+RECORDED_TY = [-2.2747, 2.7314, 4.9149, 0.7902]
 PAIRS = [(30.0, 200, 250, 3, -2), (145.0, 300, 200, -5, 4), (260.0, 250, 320, 0, 6),
          (350.0, 180, 180, 7, 1)]
 
