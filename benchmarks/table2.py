@@ -173,7 +173,7 @@ def paper_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict | No
     for m, (est, sec) in runs.items():
         rel = np.diff(est.angle)
         doubled = 2.0 * (rel - true_rel)  # modulo 180: the doubled circle
-        offset = geometry.circular_mean(doubled) / 2.0
+        offset = (geometry.circular_mean(doubled) / 2.0) % 180.0
         err = geometry.angle_error(2.0 * (rel - offset), 2.0 * true_rel) / 2.0
         row[m] = {"mean_deg": float(err.mean()), "median_deg": float(np.median(err)),
                   "under_5deg": float(np.mean(err < 5.0)), "offset_deg": float(offset),
