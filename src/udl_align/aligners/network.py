@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from udl_align.aligners.base import Aligner, Estimate
+from udl_align.aligners.base import Aligner, Estimate, run_aligner
 from udl_align.aligners.bruteforce import BruteForce
 from udl_align.aligners.correlation import prepare_reference, score_angles, shift_step
 from udl_align.aligners.guided import GuidedSearch, cropped_size
@@ -140,11 +140,12 @@ class NetworkAligner(Aligner):
                 else "its angles are unreliable (add --refine to search around them)")
         return f"{self.distrust}; {what}"
 
-    def check_trust(self, a, b, seed: int = 0) -> dict:
+    def check_trust(self, a, b, warn=None, item: str = "pair", seed: int = 0) -> dict:
         """The trust check (:func:`search_agreement`) on up to ``TRUST_PAIRS`` of the pairs
         ``a``, ``b`` about to be aligned (a seeded sample). When the network agrees too seldom
-        with the exhaustive search, :attr:`distrust` says why and ``refine`` searches the
-        whole circle for every pair. Returns the check's record."""
+        with the exhaustive search (and was trusted until then), :attr:`distrust` says why,
+        ``refine`` searches the whole circle for every pair, and ``warn`` (if given) is told
+        :meth:`distrust_message` for ``item``. Returns the check's record."""
         n = len(a)
         pick = np.sort(np.random.default_rng(seed).choice(n, min(n, TRUST_PAIRS), replace=False))
         info = search_agreement(self, np.asarray(a[pick]), np.asarray(b[pick]))
@@ -152,6 +153,8 @@ class NetworkAligner(Aligner):
         if reason and not self.distrust:
             self.distrust = reason
             self.confidence_floor = math.inf
+            if warn is not None:
+                warn(self.distrust_message(item))
         return info
 
     def fast_shift(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor) -> Estimate:
@@ -196,9 +199,7 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
     angle, _ = network.network_estimate(ta, tb)
     search = BruteForce(max_shift=network.max_shift, lowpass=network.preprocess.lowpass,
                         device=network.device)
-    found = np.concatenate([search.estimate(ta[lo:lo + search.batch_size],
-                                            tb[lo:lo + search.batch_size]).angle
-                            for lo in range(0, len(ta), search.batch_size)])
+    found = run_aligner(search, ta, tb, progress=False)[0].angle
     diff = np.abs((angle.cpu().numpy() - found + period / 2) % period - period / 2)
     return {"agreement": float(np.mean(diff <= tolerance)), "pairs": int(len(diff)),
             "tolerance_deg": float(tolerance), "period_deg": period,

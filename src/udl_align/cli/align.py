@@ -175,11 +175,8 @@ def align_pairs(args: argparse.Namespace) -> int:
     max_shift = args.max_shift if args.max_shift is not None else pairs.meta.get("max_shift")
     aligner = make(args, max_shift)
     if args.model and pairs.n >= 2:  # the trust check on a sample of these pairs
-        before = aligner.distrust
-        aligner.check_trust(pairs.a, pairs.b)
-        if aligner.distrust and aligner.distrust != before:
-            print(f"udl-align align: warning: {args.model}: {aligner.distrust_message()}",
-                  file=sys.stderr)
+        aligner.check_trust(pairs.a, pairs.b, warn=lambda message: print(
+            f"udl-align align: warning: {args.model}: {message}", file=sys.stderr))
     est, seconds = run_aligner(aligner, pairs.a, pairs.b, batch_size=args.batch_size,
                                progress=not args.quiet, desc=f"align {aligner.name}")
     write_estimates(args.out, est.angle, est.tx, est.ty,

@@ -116,11 +116,7 @@ def check_network(particles: ParticleSet, aligner: Aligner, reference: np.ndarra
     finite = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
     if finite.sum() < 2:
         return None
-    before = aligner.distrust
-    info = aligner.check_trust(a[finite], b[finite])
-    if aligner.distrust and aligner.distrust != before:
-        warn(aligner.distrust_message("particle"))
-    return info
+    return aligner.check_trust(a[finite], b[finite], warn=warn, item="particle")
 
 
 def align_stack(particles: ParticleSet, reference: np.ndarray, aligner: Aligner,

@@ -482,13 +482,15 @@ def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out:
 
 
 def checkpoint_with_log(run: Run, make_source, out: Path, loss: float | None) -> None:
-    """A checkpoint, with the trust check at this step (the model calibrated label-free
-    first, as at the end) recorded in the history, and the CSV / PNG log beside it."""
-    was_training = run.model.training
-    offset = calibrate(run.model, run.cfg, make_source(run.cfg, CALIBRATION))["offset"]
+    """A checkpoint, with the trust check at this step (with the offset C as at the end:
+    label-free for UDL, zero otherwise) recorded in the history, and the CSV / PNG log
+    beside it."""
+    offset = 0.0
+    if run.cfg.objective == "udl":
+        views, _ = make_source(run.cfg, CALIBRATION).sample_views(run.cfg.calib_groups, 3)
+        offset = offset_label_free(run.model, views)["offset"]
     record_trust(run, trust_check(run.model, offset, make_source(run.cfg, VALIDATION),
                                   run.device), loss)
-    run.model.train(was_training)
     save_checkpoint(out, run.checkpoint())
     write_history(out, run.history)
 
