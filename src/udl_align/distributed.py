@@ -71,6 +71,16 @@ def agree(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:
     return tuple(bool(v) for v in t.tolist())
 
 
+def rank0_value(ranks: Ranks, value: float) -> float:
+    """Rank 0's ``value`` on every rank (e.g. the share of a time budget spent, which each
+    process's own clock would see a little differently)."""
+    if not ranks.active:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
     """The model to train with: DDP across the ranks, or the model itself."""
     if not ranks.active:

@@ -232,6 +232,7 @@ def test_config_for_data_applies_the_data_defaults():
     parts = TrainConfig.for_data("p.star")
     assert parts.init == PARTICLE_DEFAULTS["init"] and parts.split_views
     assert parts.objective == "search" and parts.turn_augment
+    assert parts.lr_schedule == "cosine" and photos.lr_schedule == "step"
     assert TrainConfig.for_data("p.star", objective="udl").init == PARTICLE_DEFAULTS["init"]
     assert parts.disturb_shift == 0.0 and parts.net == {"input_lowpass": 0.25}  # init's input
     assert parts.steps == field_default("steps") and parts.lr == field_default("lr")
@@ -250,9 +251,10 @@ def test_config_for_data_applies_the_data_defaults():
     assert cli("--data", "photos") == photos and cli("--data", "p.star") == parts
     assert cli("--data", "p.star", "--split-views", "off", "--input-lowpass", "0.1",
                "--checkpoint-every", "7", "--lr", "0.01", "--symmetry", "1",
-               "--turn-augment", "off", "--search-particles", "500") == \
+               "--turn-augment", "off", "--search-particles", "500",
+               "--lr-schedule", "step") == \
         TrainConfig.for_data("p.star", split_views=False, checkpoint_steps=7, lr=0.01,
-                             turn_augment=False, search_particles=500,
+                             turn_augment=False, search_particles=500, lr_schedule="step",
                              net={"input_lowpass": 0.1, "symmetry": 1})
 
 
@@ -278,6 +280,39 @@ def test_a_near_two_fold_reference_makes_the_search_objective_learn_modulo_180(t
     udl = TrainConfig.for_data("p.star", reference=str(tmp_path / "twofold.mrc"),
                                objective="udl")
     assert with_reference_symmetry(udl) == (udl, None)
+
+
+def test_learning_rate_schedules():
+    """The step schedule is the paper's (x gamma every lr_step steps); the cosine one falls
+    from lr to LR_FLOOR x lr over the budget, steadily."""
+    from udl_align.training.config import LR_FLOOR
+    from udl_align.training.loop import learning_rate
+
+    paper = TrainConfig(lr=1e-3, lr_step=10, lr_gamma=0.5)
+    assert [learning_rate(paper, s, 0.0) for s in (0, 9, 10, 25)] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+    cosine = TrainConfig(lr=1e-3, lr_schedule="cosine", lr_hold=0.0)
+    rates = [learning_rate(cosine, 0, d) for d in np.linspace(0, 1, 11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(LR_FLOOR * 1e-3)
+    assert rates[5] == pytest.approx((1 + LR_FLOOR) / 2 * 1e-3)
+    assert all(np.diff(rates) < 0)
+    held = TrainConfig(lr=1e-3, lr_schedule="cosine", lr_hold=0.8)
+    assert learning_rate(held, 0, 0.8) == 1e-3
+    assert learning_rate(held, 0, 0.9) == pytest.approx((1 + LR_FLOOR) / 2 * 1e-3)
+    assert learning_rate(held, 0, 1.0) == pytest.approx(LR_FLOOR * 1e-3)
+
+
+def test_a_cosine_run_of_steps_ends_at_the_floor(tmp_path):
+    from toy import toy_config, toy_sources
+    from udl_align.training.config import LR_FLOOR
+
+    torch.set_num_threads(2)
+    cfg = TrainConfig.from_dict({**toy_config(20).to_dict(), "lr_schedule": "cosine",
+                                 "lr_hold": 0.5})
+    state = train(cfg, tmp_path / "c.pt", progress=False, log=lambda *_: None,
+                  make_source=toy_sources())
+    last = state["optimizer"]["param_groups"][0]["lr"]  # the last step's: 19 / 20 done
+    assert last == pytest.approx(cfg.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (
+        1 + np.cos(np.pi * 0.9))))
 
 
 def test_two_toy_runs_from_one_seed_give_the_same_weights(tmp_path):

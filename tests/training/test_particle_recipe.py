@@ -15,6 +15,7 @@ from udl_align.aligners.network import NetworkAligner, untrusted
 from udl_align.cli import main
 from udl_align.data.particles import read_reference
 from udl_align.data.stacks import open_particles
+from udl_align.io.mrc import write_mrc
 from udl_align.network.checkpoint import load_checkpoint
 
 
@@ -89,3 +90,27 @@ def test_align_trains_on_the_stack_then_aligns_it_in_one_command(family, tmp_pat
                  "aligned.mrcs", "average.mrc"):
         assert (out / name).exists(), name
     assert "network+refine" in capsys.readouterr().out
+
+
+def test_a_resumed_search_run_reads_its_poses_from_the_cache(family, tmp_path, monkeypatch):
+    """The exhaustive search runs once per run: its poses are kept beside the checkpoint and
+    read back on --resume (and searched again for another reference)."""
+    import udl_align.training.sources as sources
+
+    _, train_star, _, reference = family
+    calls = []
+    search = sources.search_poses
+    monkeypatch.setattr(sources, "search_poses", lambda *a, **k: calls.append(1) or search(*a, **k))
+    torch.set_num_threads(2)
+    out = tmp_path / "r.pt"
+    flags = ["train", "--data", str(train_star), "--reference", str(reference), "--out",
+             str(out), "--batch-size", "8", "--search-particles", "40", "--quiet"]
+    assert main([*flags, "--steps", "2"]) == 0 and len(calls) == 1
+    cache = tmp_path / "r_search_poses.npz"
+    assert cache.exists()
+    assert main([*flags, "--steps", "4", "--resume"]) == 0 and len(calls) == 1
+    assert load_checkpoint(out)["step"] == 4
+    other = tmp_path / "other.mrc"
+    write_mrc(other, np.rot90(read_reference(reference, None)).copy(), stack=False)
+    flags[flags.index(str(reference))] = str(other)
+    assert main([*flags, "--steps", "2"]) == 0 and len(calls) == 2

@@ -17,6 +17,8 @@ from udl_align.io.mrc import write_mrc
 from udl_align.network.models import INPUTS, PRESETS, NetConfig
 from udl_align.pipelines.reference_free import reference_free
 from udl_align.training.config import (
+    LR_FLOOR,
+    LR_SCHEDULES,
     OBJECTIVES,
     OTHER_DEFAULTS,
     PARTICLE_DEFAULTS,
@@ -31,7 +33,8 @@ from udl_align.training.loop import train
 #: the flags that set a TrainConfig field (flag's dest: field); a flag not given leaves the
 #: field to TrainConfig.for_data (the data's default, or the field's)
 FIELDS = {"objective": "objective", "preset": "preset", "noise": "noise", "steps": "steps",
-          "minutes": "minutes", "batch_size": "batch_size", "lr": "lr", "lr_step": "lr_step",
+          "minutes": "minutes", "batch_size": "batch_size", "lr": "lr",
+          "lr_schedule": "lr_schedule", "lr_hold": "lr_hold", "lr_step": "lr_step",
           "lr_gamma": "lr_gamma", "seed": "seed", "val_every": "val_every",
           "checkpoint_every": "checkpoint_steps", "init": "init",
           "disturb_shift": "disturb_shift", "reference": "reference", "group_by": "group_by",
@@ -109,9 +112,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help=f"pairs per step (default {d('batch_size')})")
     parser.add_argument("--lr", type=float, default=None,
                         help=f"Adam's learning rate (default {d('lr'):g})")
+    parser.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                        help="step: the paper's (x --lr-gamma every --lr-step steps); cosine: "
+                        "--lr for the first --lr-hold of the budget (--minutes, else --steps), "
+                        f"then down along a half cosine to {LR_FLOOR:g} x --lr at its end. "
+                        "Default: "
+                        f"{PARTICLE_DEFAULTS['lr_schedule']} for particle stacks, "
+                        f"{OTHER_DEFAULTS['lr_schedule']} otherwise")
+    parser.add_argument("--lr-hold", type=float, default=None,
+                        help="cosine schedule: the share of the budget at the full rate "
+                        f"(default {d('lr_hold'):g})")
     parser.add_argument("--lr-step", type=int, default=None,
-                        help="multiply the learning rate by --lr-gamma every this many steps "
-                        f"(default {d('lr_step')}, the paper's)")
+                        help="step schedule: multiply the learning rate by --lr-gamma every "
+                        f"this many steps (default {d('lr_step')}, the paper's)")
     parser.add_argument("--lr-gamma", type=float, default=None,
                         help="factor of the learning rate at every --lr-step steps "
                         f"(default {d('lr_gamma'):g})")
@@ -166,6 +179,8 @@ def check(args: argparse.Namespace, cfg: TrainConfig) -> None:
         raise InputError(f"--minutes must be positive, got {cfg.minutes}")
     if cfg.lr_step < 1 or not 0 < cfg.lr_gamma <= 1:
         raise InputError("--lr-step must be at least 1 and --lr-gamma in (0, 1]")
+    if not 0 <= cfg.lr_hold < 1:
+        raise InputError(f"--lr-hold must be in [0, 1), got {cfg.lr_hold}")
     if cfg.val_every < 1:
         raise InputError(f"--val-every must be at least 1, got {cfg.val_every}")
     if cfg.checkpoint_steps < 0:

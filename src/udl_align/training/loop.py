@@ -1,7 +1,11 @@
 """One plain training loop for the three objectives (``udl``, ``supervised``, ``stn``), one step
 function each, with checkpoints that hold everything needed to resume or to align: the
-network's config and weights, the training config, optimiser, scheduler, random states, step,
-history and the offset C.
+network's config and weights, the training config, optimiser, random states, step, history and
+the offset C.
+
+Learning rate (:func:`learning_rate`): the paper's steps (x ``lr_gamma`` every ``lr_step``
+steps), or a cosine over the run's budget (``lr_schedule="cosine"``, the particle default):
+over ``minutes`` of training time when a time budget is given, else over ``steps``.
 
 Inputs to the network (:func:`udl_align.network.inputs.model_input`): each image's impulses are
 repaired (the shared pre-processing of :mod:`udl_align.filters`), then it is resampled to the
@@ -18,11 +22,12 @@ of ``F(A) - F(B)`` is ``(a2 - a1) - (b2 - b1)``.
 Random numbers: ``cfg.seed`` seeds torch's global generator just before the network is built
 (its initial weights), the pair source (numpy generators ``rng`` and ``noise_rng``) and
 ``torch.Generator(seed + 1)`` for UDL's disturbances; the checkpoints save the last two, so a
-resumed run ends with the weights of an uninterrupted one.
+resumed run of a step budget ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +56,14 @@ from udl_align.network.models import AlignNet, NetConfig, preset, to_device
 from udl_align.network.predict import predict_angles
 from udl_align.training.config import (
     CALIBRATION,
+    LR_FLOOR,
     OBJECTIVES,
     VALIDATION,
     TrainConfig,
     field_default,
 )
 from udl_align.training.log import write_history
-from udl_align.training.sources import batch_stream, default_sources
+from udl_align.training.sources import batch_stream, default_sources, search_cache_path
 
 # --------------------------------------------------------------------------------------------
 # UDL's disturbed copies
@@ -119,7 +125,6 @@ class Run:
     model: AlignNet
     trainee: torch.nn.Module  # what the steps run through: the model, or its DDP wrapper
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.StepLR
     source: object  # this process's pair source (its random states are checkpointed)
     gen: torch.Generator  # UDL's disturbances
     device: torch.device
@@ -134,12 +139,20 @@ class Run:
         """The run's training time."""
         return self.seconds_before + (time.time() - self.started)
 
+    def done(self) -> float:
+        """How much of the budget is spent, from 0 to 1: the training time against the
+        earlier calls' time plus this call's ``minutes``, or else the steps against
+        ``steps``."""
+        if self.cfg.minutes:
+            return min(self.seconds() / (self.seconds_before + self.cfg.minutes * 60), 1.0)
+        return min(self.step / max(self.cfg.steps, 1), 1.0)
+
     def checkpoint(self) -> dict:
         """Everything needed to resume; ``offset`` is set by calibration at the end."""
         return {
             "format": CHECKPOINT_FORMAT, "net": self.net_cfg.to_dict(),
             "train": self.cfg.to_dict(), "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "optimizer": self.opt.state_dict(),
             "step": self.step, "history": self.history, "train_seconds": self.seconds(),
             "rng": {"pairs": self.source.rng.bit_generator.state,
                     "noise": self.source.noise_rng.bit_generator.state,
@@ -204,12 +217,25 @@ STEPS = {"udl": udl_step, "supervised": supervised_step, "stn": stn_step,
 assert tuple(STEPS) == OBJECTIVES
 
 
-def optimise(run: Run, loss: torch.Tensor) -> None:
-    """One optimiser and scheduler step on ``loss``."""
+def learning_rate(cfg: TrainConfig, step: int, done: float) -> float:
+    """The learning rate at ``step``, with the share ``done`` of the budget spent: the
+    paper's steps (x ``lr_gamma`` every ``lr_step`` steps), or a cosine from ``lr`` down to
+    ``LR_FLOOR`` x ``lr`` at the end of the budget."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** (step // cfg.lr_step)
+    falling = max(done - cfg.lr_hold, 0.0) / (1.0 - cfg.lr_hold)
+    return cfg.lr * (LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * falling)))
+
+
+def optimise(run: Run, loss: torch.Tensor, done: float) -> None:
+    """One optimiser step on ``loss`` at the learning rate of the run's step and the share
+    ``done`` of its budget (every rank is given rank 0's)."""
+    lr = learning_rate(run.cfg, run.step, done)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    run.sched.step()
     run.step += 1
 
 
@@ -307,11 +333,10 @@ def resumed(cfg: TrainConfig, out: Path, resume: bool, log) -> tuple[TrainConfig
 
 
 def restore(run: Run, state: dict) -> None:
-    """Continue ``run`` from checkpoint ``state``: weights, optimiser, scheduler, step, history,
+    """Continue ``run`` from checkpoint ``state``: weights, optimiser, step, history,
     training time and the random states of the pairs and of the disturbances."""
     run.model.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
-    run.sched.load_state_dict(state["scheduler"])
     run.step, run.history = state["step"], state["history"]
     run.seconds_before = state.get("train_seconds", 0.0)
     run.source.rng.bit_generator.state = state["rng"]["pairs"]
@@ -357,7 +382,7 @@ def network(cfg: TrainConfig, state: dict | None) -> tuple[NetConfig, dict | Non
 
 def start_run(cfg: TrainConfig, state: dict | None, make_source
               ) -> tuple[Run, distributed.Ranks]:
-    """The run's network, optimiser, scheduler, pair source and generators, on this process's
+    """The run's network, optimiser, pair source and generators, on this process's
     device, continued from ``state`` when given; and the processes (ranks) training it."""
     net_cfg, start_weights = network(cfg, state)
     device = checked_device(cfg.device)
@@ -372,8 +397,7 @@ def start_run(cfg: TrainConfig, state: dict | None, make_source
     to_device(model, device)
     trainee = distributed.wrap(model, ranks, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    run = Run(cfg, net_cfg, model, trainee, opt, sched, source=make_source(cfg, 0),
+    run = Run(cfg, net_cfg, model, trainee, opt, source=make_source(cfg, 0),
               gen=torch.Generator().manual_seed(cfg.seed + 1), device=device,
               mask=input_mask(net_cfg.size, device), rows=ranks.rows(cfg.batch_size))
     if state is not None:
@@ -424,7 +448,7 @@ def train(
     labelled = labelled_pairs(calibrate_with)
     out = check_writable(out)
     cfg, state = resumed(cfg, out, resume, log)
-    make_source = make_source or default_sources(cfg, progress)
+    make_source = make_source or default_sources(cfg, progress, search_cache_path(out))
     run, ranks = start_run(cfg, state, make_source)
     if state is not None:
         log(f"resuming {out} at step {run.step}")
@@ -466,7 +490,7 @@ def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out:
     running = None
     while not distributed.agree(ranks, finished(run.step, cfg.steps, deadline))[0]:
         loss = step(run, next(batches))
-        optimise(run, loss)
+        optimise(run, loss, distributed.rank0_value(ranks, run.done()))
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         if run.step % cfg.val_every == 0 and ranks.main:

@@ -3,6 +3,8 @@ pair-making worker processes)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +19,17 @@ from udl_align.data.sources import PairFileSource
 from udl_align.data.stack_pairs import StackPairSource, is_held_out
 from udl_align.data.stacks import open_particles
 from udl_align.errors import InputError
+from udl_align.io.files import atomic_output
 from udl_align.io.pairs import read_pairs
 from udl_align.training.config import VALIDATION, TrainConfig, is_particle_data
 
 
-def default_sources(cfg: TrainConfig, progress: bool = True):
+def default_sources(cfg: TrainConfig, progress: bool = True, cache: Path | None = None):
     """``make_source(cfg, seed_offset)`` for ``cfg.images``: photographs of a folder (train
     split; new pairs at every step), the pairs of a ``.npz``, or pairs of particles of a stack
     or STAR (:mod:`udl_align.data.stack_pairs`); the last two hold a tenth out for
-    validation."""
+    validation. ``cache``: where the ``search`` objective keeps its targets
+    (:func:`cached_search_poses`)."""
     path = Path(cfg.images)
     if is_particle_data(path):
         particles = open_particles(path)
@@ -40,8 +44,7 @@ def default_sources(cfg: TrainConfig, progress: bool = True):
             if reference is None:
                 raise InputError("--objective search trains on the exhaustive search's poses "
                                  "against a reference: give --reference", path)
-            targets = search_poses(particles, reference, cfg.search_particles, cfg.seed,
-                                   progress)
+            targets = cached_search_poses(cache, particles, reference, cfg, progress)
         return lambda c, offset: StackPairSource(
             particles, seed=c.seed + offset, group_by=c.group_by, reference=reference,
             part="val" if offset == VALIDATION else "train",
@@ -88,6 +91,34 @@ def search_poses(particles, reference: np.ndarray, limit: int, seed: int,
                                      progress=False)
                 poses[index[ok]] = np.stack([est.angle, est.tx, est.ty], 1)
             bar.update(len(index))
+    return poses
+
+
+def search_cache_path(out: str | Path) -> Path:
+    """Where the run with checkpoint ``out`` keeps its ``search`` targets."""
+    out = Path(out)
+    return Path(f"{out.with_suffix('') if out.suffix else out}_search_poses.npz")
+
+
+def cached_search_poses(cache: Path | None, particles, reference: np.ndarray, cfg: TrainConfig,
+                        progress: bool = True) -> np.ndarray:
+    """:func:`search_poses` of ``cfg``'s particles, read from ``cache`` when it holds the
+    poses of the same particles (file and count), reference, sample size and seed (a resumed
+    run skips the search), else searched and written there (atomically)."""
+    key = {"data": str(Path(cfg.images).resolve()), "n": int(particles.n),
+           "reference": hashlib.sha1(np.ascontiguousarray(reference, np.float32)).hexdigest(),
+           "limit": int(cfg.search_particles), "seed": int(cfg.seed)}
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache) as saved:
+                if json.loads(str(saved["key"])) == key:
+                    return saved["poses"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or of another kind: search again and replace it
+    poses = search_poses(particles, reference, cfg.search_particles, cfg.seed, progress)
+    if cache is not None:
+        with atomic_output(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, poses=poses, key=json.dumps(key, sort_keys=True))
     return poses
 
 
