@@ -427,13 +427,28 @@ def test_the_trust_check_and_the_log_of_a_network_that_learned(toy_model, tmp_pa
     state, _ = toy_model
     trust = state["trust"]
     assert trust["pairs"] == 64 and trust["agreement"] > 0.6 and trust["chance"] < 0.1
-    assert untrusted(state["offset_info"], trust) == ""
+    assert untrusted(state["offset_info"], trust) == "" and trust["turn_agreement"] is None
     assert state["history"][-1]["search_agreement"] == trust["agreement"]
     csv_path, png_path = history_paths(Path(state["out"]))
     rows = list(csv.DictReader(open(csv_path)))
     assert [int(r["step"]) for r in rows] == [e["step"] for e in state["history"]]
     assert float(rows[-1]["search_agreement"]) == pytest.approx(trust["agreement"])
     assert png_path.stat().st_size > 1000
+
+
+def test_the_trust_check_of_a_network_that_knows_the_angle_modulo_180(toy_model):
+    """Read as C_2, the same network is judged modulo 180, and the turn picked by correlation
+    is judged on the full circle as well (asymmetric pairs: both agree)."""
+    from udl_align.aligners.network import NetworkAligner, search_agreement
+    from udl_align.network.checkpoint import model_from_checkpoint
+
+    state, source = toy_model
+    model = model_from_checkpoint({**state, "net": {**state["net"], "symmetry": 2}})
+    pairs = source.sample(32)
+    trust = search_agreement(NetworkAligner(model, offset=2 * state["offset"]), pairs.a,
+                             pairs.b)
+    assert trust["period_deg"] == 180.0 and trust["agreement"] > 0.6
+    assert 0.5 < trust["turn_agreement"] <= trust["agreement"]
 
 
 def test_udl_does_not_learn_from_pure_noise(tmp_path):

@@ -192,19 +192,34 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
     follows the content, so a network that learned agrees with it on most pairs and one that
     did not agrees at chance (``2 tolerance / period``). No labels are used.
 
+    A network that knows the angle modulo ``360 / turns`` is judged there (a truly symmetric
+    particle's turn is arbitrary, for the search as well); ``turn_agreement`` then says on how
+    many pairs the turn the aligner picks by correlation (:func:`pick_turn`) makes the angle
+    agree on the full circle as well (``None`` for a full-circle network).
+
     Returns ``{"agreement", "pairs", "tolerance_deg", "period_deg", "chance",
-    "median_difference_deg"}``."""
+    "median_difference_deg", "turn_agreement"}``."""
     ta, tb = network.inputs(a, b)
-    period = 360.0 / network.model.cfg.angle_factor
+    turns = network.model.cfg.angle_factor
+    period = 360.0 / turns
     angle, _ = network.network_estimate(ta, tb)
     search = BruteForce(max_shift=network.max_shift, lowpass=network.preprocess.lowpass,
                         device=network.device)
     found = run_aligner(search, ta, tb, progress=False)[0].angle
-    diff = np.abs((angle.cpu().numpy() - found + period / 2) % period - period / 2)
+
+    def within(estimate: torch.Tensor, period: float) -> np.ndarray:
+        return np.abs((estimate.cpu().numpy() - found + period / 2) % period - period / 2)
+
+    diff = within(angle, period)
+    turn_agreement = None
+    if turns > 1:
+        pa, pb = network.preprocess(ta), network.preprocess(tb)
+        picked = pick_turn(pa, pb, angle, network.shift_range(ta.shape[-1]), turns)
+        turn_agreement = float(np.mean(within(picked, 360.0) <= tolerance))
     return {"agreement": float(np.mean(diff <= tolerance)), "pairs": int(len(diff)),
             "tolerance_deg": float(tolerance), "period_deg": period,
             "chance": min(2.0 * tolerance / period, 1.0),
-            "median_difference_deg": float(np.median(diff))}
+            "median_difference_deg": float(np.median(diff)), "turn_agreement": turn_agreement}
 
 
 def distrusted_by_search(trust: dict | None) -> str:

@@ -223,6 +223,10 @@ def summary(state: dict, out: str) -> str:
                      f"deg of the exhaustive search's on {trust['agreement']:.0%} of "
                      f"{trust['pairs']} unlabelled pairs (chance {trust['chance']:.0%}; median "
                      f"difference {trust['median_difference_deg']:.1f} deg)")
+        if trust.get("turn_agreement") is not None:
+            lines.append(f"trust check: it knows the angle modulo {trust['period_deg']:g} deg; "
+                         "with the turn picked by correlation it agrees on the full circle on "
+                         f"{trust['turn_agreement']:.0%}")
     reason = untrusted(info, trust)
     if reason:
         lines.append(f"udl-align train: warning: {out}: {reason}: it did not learn; align "
