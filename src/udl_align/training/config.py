@@ -139,8 +139,9 @@ def is_particle_data(path: str | Path) -> bool:
 #: what differs by default when training on particles:
 #: - the objective: ``search``, the exhaustive search's poses of the training particles against
 #:   the reference as targets (label-free). At a particle SNR of 0.1 UDL from the natural
-#:   model stayed at chance on EMPIAR-10065 (84 deg held out); ``search`` reached 7.5 deg in
-#:   10 minutes on one core (docs/results.md, Table 2). UDL stays one flag away
+#:   model stayed at chance on EMPIAR-10065 (84 deg held out); ``search`` reached 8.7 deg
+#:   there, 4.6 on EMPIAR-10874 and 9.1 on EMPIAR-10034 in 10 minutes on two cores
+#:   (docs/results.md, Table 2). UDL stays one flag away
 #:   (``--objective udl``). Its symmetry follows the reference (``with_reference_symmetry``);
 #: - the start: the shipped natural-image UDL model. From random weights the network's output
 #:   hardly turns with a particle, and at a constant output the expected gradient of the UDL
