@@ -45,6 +45,12 @@ def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
+def _by_data(name: str, show=str) -> str:
+    """The defaults of setting ``name`` for particle stacks and for other data, for a help."""
+    return (f"{show(PARTICLE_DEFAULTS[name])} for particle stacks, "
+            f"{show(OTHER_DEFAULTS[name])} otherwise")
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     d = field_default
     parser.add_argument("--data", required=True,
@@ -58,17 +64,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="udl learns without labels, supervised from true angles, stn "
                         "is the STN baseline, search learns the exhaustive search's poses of "
                         "a particle stack against its reference (no labels; the search is the "
-                        "teacher). Default: "
-                        f"{PARTICLE_DEFAULTS['objective']} for particle stacks, "
-                        f"{OTHER_DEFAULTS['objective']} otherwise")
+                        f"teacher). Default: {_by_data('objective')}")
     parser.add_argument("--search-particles", type=int, default=None,
                         help="objective search: how many training particles the exhaustive "
                         f"search aligns (default {d('search_particles')})")
     parser.add_argument("--turn-augment", choices=("on", "off"), default=None,
                         help="supervised and search: turn the second image of every pair by a "
                         "random angle (the target with it), so a finite stack is not learned "
-                        f"by heart. Default: {_on_off(PARTICLE_DEFAULTS['turn_augment'])} for "
-                        f"particle stacks, {_on_off(OTHER_DEFAULTS['turn_augment'])} otherwise")
+                        f"by heart. Default: {_by_data('turn_augment', _on_off)}")
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
                         "modulo 180, half turn by correlation; under UDL it did not start "
@@ -87,9 +90,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         f"{OTHER_DEFAULTS['input_lowpass']:g} otherwise")
     parser.add_argument("--split-views", choices=("on", "off"), default=None,
                         help="make UDL's two disturbed copies from the even and the odd pixels, "
-                        "so they share no noise. Default: "
-                        f"{_on_off(PARTICLE_DEFAULTS['split_views'])} for particle stacks, "
-                        f"{_on_off(OTHER_DEFAULTS['split_views'])} otherwise")
+                        f"so they share no noise. Default: {_by_data('split_views', _on_off)}")
     parser.add_argument("--symmetry", type=int, default=None,
                         help="in-plane symmetry order n of the particle (C_n; e.g. 2 for "
                         "GroEL's side views): the network learns the angle modulo 360/n and "
@@ -116,9 +117,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="step: the paper's (x --lr-gamma every --lr-step steps); cosine: "
                         "--lr for the first --lr-hold of the budget (--minutes, else --steps), "
                         f"then down along a half cosine to {LR_FLOOR:g} x --lr at its end. "
-                        "Default: "
-                        f"{PARTICLE_DEFAULTS['lr_schedule']} for particle stacks, "
-                        f"{OTHER_DEFAULTS['lr_schedule']} otherwise")
+                        f"Default: {_by_data('lr_schedule')}")
     parser.add_argument("--lr-hold", type=float, default=None,
                         help="cosine schedule: the share of the budget at the full rate "
                         f"(default {d('lr_hold'):g})")

@@ -219,8 +219,8 @@ assert tuple(STEPS) == OBJECTIVES
 
 def learning_rate(cfg: TrainConfig, step: int, done: float) -> float:
     """The learning rate at ``step``, with the share ``done`` of the budget spent: the
-    paper's steps (x ``lr_gamma`` every ``lr_step`` steps), or a cosine from ``lr`` down to
-    ``LR_FLOOR`` x ``lr`` at the end of the budget."""
+    paper's steps (x ``lr_gamma`` every ``lr_step`` steps), or ``lr`` for the first
+    ``lr_hold`` of the budget, then a half cosine down to ``LR_FLOOR`` x ``lr`` at its end."""
     if cfg.lr_schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (step // cfg.lr_step)
     falling = max(done - cfg.lr_hold, 0.0) / (1.0 - cfg.lr_hold)
