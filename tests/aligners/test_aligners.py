@@ -11,8 +11,8 @@ from udl_align.aligners.correlation import (
     prepare_reference,
     window_peaks,
 )
-from udl_align.aligners.guided import GuidedSearch
-from udl_align.filters import to_tensor
+from udl_align.aligners.guided import GuidedSearch, choose
+from udl_align.filters import fourier_crop, to_tensor
 
 
 def errors(est, truth):
@@ -169,16 +169,44 @@ def test_guided_search_around_a_rough_angle(textured_pairs):
 def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(textured_pairs,
                                                                                off):
     """A prior a quarter, half or three quarters of a turn off: said to be unsure, every pair
-    gets the whole circle; said to be sure, the probes score the truth higher than the
-    window's best, and every pair gets it too. Without the probes only the pairs whose window
-    peaks at its edge get it: a false peak inside the window is not caught."""
+    gets the whole circle; said to be sure, the probes (a quarter turn) or the window around
+    the half turn score the truth higher than the window's best, and every pair gets it too.
+    Without them only the pairs whose window peaks at its edge get it: a false peak inside
+    the window is not caught."""
     search, pa, pb, truth = guided_inputs(textured_pairs)
     far = torch.tensor(truth[:, 0] + off).float()
     told = search(pa, pb, far, unsure=torch.ones(len(far), dtype=torch.bool))
     assert errors(told, truth)[0].max() < 0.2
     assert errors(search(pa, pb, far), truth)[0].max() < 0.2
-    blind = errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0]
+    blind = errors(GuidedSearch(10, probes=(), half_turn=False)(pa, pb, far), truth)[0]
     assert blind.max() > 20.0
+
+
+def test_guided_search_looks_around_the_half_turn_of_a_sure_prior(textured_pairs):
+    """A full-circle prior 189 deg off and sure of itself, no quarter-turn probes: the probes
+    around its half turn come close to the window's best, so the half turn gets a window of
+    its own and wins (how a near-symmetric particle's half turn is caught)."""
+    search, pa, pb, truth = guided_inputs(textured_pairs)
+    far = torch.tensor(truth[:, 0] + 189.0).float()
+    assert errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0].max() < 0.2
+
+
+def test_close_candidates_are_told_apart_at_full_resolution(textured_pairs):
+    """``choose``: candidates within ``close`` of the best score at the search size go to
+    full resolution, where the right one wins; a clear winner at the search size is kept
+    without that."""
+    _, pa, pb, truth = guided_inputs(textured_pairs)
+    sa, ref = fourier_crop(pa, 64), prepare_reference(fourier_crop(pb, 64), 5)
+    right = torch.tensor(truth[:, 0]).float() + 0.3
+    angles = torch.stack([right + 180.0, right], 1)  # the first candidate is the wrong turn
+    n = len(truth)
+    slightly = torch.tensor([1.0, 0.95]).repeat(n, 1)  # favours it, but within 0.1
+    angle, pick = choose(pa, prepare_reference(pb, 10), sa, ref, angles, slightly, close=0.1)
+    assert (pick == 1).all()
+    assert g.angle_error(angle.numpy(), truth[:, 0]).max() < 1.0
+    by_far = torch.tensor([1.0, 0.5]).repeat(n, 1)
+    _, pick = choose(pa, prepare_reference(pb, 10), sa, ref, angles, by_far, close=0.1)
+    assert (pick == 0).all()
 
 
 def test_guided_search_with_a_prior_known_modulo_180(textured_pairs):
@@ -295,6 +323,29 @@ def test_the_trust_check_on_the_pairs_to_align_catches_what_calibration_missed(
     assert errors(aligner.estimate(a, b), truth)[0].max() < 0.5
     err = align_with_refine(a, b, tmp_path / "off.pt", tmp_path, capsys)
     assert err.count("warning") == 1 and "exhaustive search" in err
+
+
+def test_a_network_half_a_turn_off_has_its_turns_checked(textured_pairs, tmp_path):
+    """A full-circle network that the trust check finds half a turn off too often (the turns
+    of a near-symmetric particle confuse it) has each angle's turn picked by correlation: the
+    shipped model with every angle turned by 180 deg is right again."""
+    from udl_align.aligners.network import NetworkAligner, confuses_half_turns
+    from udl_align.network.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(DEFAULT_MODEL)
+    state["offset"] = (state["offset"] + 180.0) % 360.0
+    state.pop("trust", None)
+    save_checkpoint(tmp_path / "half.pt", state)
+    a, b, truth = textured_pairs
+    aligner = NetworkAligner.from_checkpoint(tmp_path / "half.pt", max_shift=10)
+    assert not aligner.half_turns
+    assert np.median(errors(aligner.estimate(a, b), truth)[0]) > 150.0
+    info = aligner.check_trust(a, b)
+    assert info["half_turn_share"] > 0.5 and info["turn_agreement"] > 0.5
+    assert confuses_half_turns(info) and aligner.half_turns
+    assert np.median(errors(aligner.estimate(a, b), truth)[0]) < 10.0
+    assert not confuses_half_turns({"half_turn_share": 0.02})
+    assert not confuses_half_turns({"half_turn_share": None, "turn_agreement": 0.9})
 
 
 def test_network_path_shift_in_original_pixels(textured_pairs):

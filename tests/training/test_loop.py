@@ -428,6 +428,7 @@ def test_the_trust_check_and_the_log_of_a_network_that_learned(toy_model, tmp_pa
     trust = state["trust"]
     assert trust["pairs"] == 64 and trust["agreement"] > 0.6 and trust["chance"] < 0.1
     assert untrusted(state["offset_info"], trust) == "" and trust["turn_agreement"] is None
+    assert trust["half_turn_share"] < 0.05  # an asymmetric pattern's turns do not confuse it
     assert state["history"][-1]["search_agreement"] == trust["agreement"]
     csv_path, png_path = history_paths(Path(state["out"]))
     rows = list(csv.DictReader(open(csv_path)))
@@ -449,6 +450,7 @@ def test_the_trust_check_of_a_network_that_knows_the_angle_modulo_180(toy_model)
                              pairs.b)
     assert trust["period_deg"] == 180.0 and trust["agreement"] > 0.6
     assert 0.5 < trust["turn_agreement"] <= trust["agreement"]
+    assert trust["half_turn_share"] is None
 
 
 def test_udl_does_not_learn_from_pure_noise(tmp_path):

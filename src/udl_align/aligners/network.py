@@ -5,8 +5,9 @@ around it, the whole circle for pairs the network is unsure of, then full resolu
 The network sees each image resampled to its own input size (bilinear with antialiasing,
 standardised, masked: :func:`udl_align.training.prepare_input`), or the log-magnitude of its
 spectrum for a spectrum network, which gives the angle modulo 180, and a network for a
-particle of symmetry C_n gives it modulo 360/n: the turn is then chosen by correlation. The
-shift and the refinement work on the original images.
+particle of symmetry C_n gives it modulo 360/n: the turn is then chosen by correlation, as it
+is for a full-circle network that its trust check finds half a turn off too often (the turns
+of a near-symmetric particle). The shift and the refinement work on the original images.
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ import torch
 
 from udl_align.aligners.base import Aligner, Estimate, run_aligner
 from udl_align.aligners.bruteforce import BruteForce
-from udl_align.aligners.correlation import prepare_reference, score_angles, shift_step
-from udl_align.aligners.guided import GuidedSearch, cropped_size
+from udl_align.aligners.correlation import (
+    best_angle,
+    prepare_reference,
+    score_angles,
+    shift_step,
+)
+from udl_align.aligners.guided import GuidedSearch, choose, cropped_size
 from udl_align.errors import InputError
 from udl_align.filters import fourier_crop
 from udl_align.network.calibration import confidence
@@ -42,6 +48,10 @@ MAX_OUTPUT_RESULTANT = 0.9
 TRUST_PAIRS = 64
 TRUST_TOLERANCE = 15.0
 MIN_AGREEMENT = 0.5
+#: a full-circle network whose angle is half a turn off the exhaustive search's on at least
+#: this share of the trust check's pairs (the turns of a near-symmetric particle confuse it)
+#: has each angle's turn checked by correlation (:func:`pick_turn`), as a C2 network has
+HALF_TURN_SHARE = 0.05
 
 
 
@@ -61,6 +71,7 @@ class NetworkAligner(Aligner):
         search_options: dict | None = None,
         confidence_floor: float | None = None,
         device: str | torch.device = "cpu",
+        half_turns: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
@@ -73,6 +84,8 @@ class NetworkAligner(Aligner):
         # other GuidedSearch settings (benchmarks/refine_settings.py compares them)
         self.search_options = dict(search_options or {})
         self.name = "network+refine" if refine else "network"
+        # a full-circle network that confuses half turns: each angle's turn is checked
+        self.half_turns = bool(half_turns)
         # why the checkpoint's own calibration, or a trust check on the pairs to align
         # (:meth:`check_trust`), says not to trust this network ("": it may)
         self.distrust = ""
@@ -91,6 +104,7 @@ class NetworkAligner(Aligner):
             kwargs["confidence_floor"] = math.inf
         elif kwargs.get("confidence_floor") is None:
             kwargs["confidence_floor"] = state.get("confidence_floor")
+        kwargs.setdefault("half_turns", confuses_half_turns(state.get("trust")))
         aligner = cls(model_from_checkpoint(state, path), offset=offset, **kwargs)
         aligner.distrust = distrust
         return aligner
@@ -114,14 +128,12 @@ class NetworkAligner(Aligner):
     def estimate(self, a, b) -> Estimate:
         ta, tb = self.inputs(a, b)
         angle, sure = self.network_estimate(ta, tb)
-        if not self.refine_enabled and self.model.cfg.angle_factor == 1:
+        turns = self.model.cfg.angle_factor
+        if not self.refine_enabled and turns == 1 and not self.half_turns:
             return self.fast_shift(ta, tb, angle)
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
-        turns = self.model.cfg.angle_factor
-        if turns > 1 and not self.refine_enabled:
-            angle = pick_turn(pa, pb, angle, s, turns)
-        if self.refine_enabled:
+        if self.refine_enabled:  # the guided search looks at the turns itself
             search = GuidedSearch(s, **{"span": self.refine_span, **self.search_options})
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
             unsure = (torch.ones_like(angle, dtype=torch.bool)
@@ -132,6 +144,7 @@ class NetworkAligner(Aligner):
                 search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k],
                        turns=turns)
                 for lo in range(0, pa.shape[0], k)])
+        angle = pick_turn(pa, pb, angle, s, max(turns, 2))
         return self.shift(pa, pb, angle, s)
 
     def distrust_message(self, item: str = "pair") -> str:
@@ -149,6 +162,7 @@ class NetworkAligner(Aligner):
         n = len(a)
         pick = np.sort(np.random.default_rng(seed).choice(n, min(n, TRUST_PAIRS), replace=False))
         info = search_agreement(self, np.asarray(a[pick]), np.asarray(b[pick]))
+        self.half_turns = self.half_turns or confuses_half_turns(info)
         reason = distrusted_by_search(info)
         if reason and not self.distrust:
             self.distrust = reason
@@ -193,12 +207,16 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
     did not agrees at chance (``2 tolerance / period``). No labels are used.
 
     A network that knows the angle modulo ``360 / turns`` is judged there (a truly symmetric
-    particle's turn is arbitrary, for the search as well); ``turn_agreement`` then says on how
-    many pairs the turn the aligner picks by correlation (:func:`pick_turn`) makes the angle
-    agree on the full circle as well (``None`` for a full-circle network).
+    particle's turn is arbitrary, for the search as well). For a full-circle network,
+    ``half_turn_share`` is the share of pairs where its angle is half a turn off the search's
+    (within ``tolerance``; chance is ``2 tolerance / 360``, as for the agreement): the turns of
+    a near-symmetric particle confuse it (``None`` for a network that knows the angle modulo
+    ``360 / turns``). ``turn_agreement`` says on how many pairs the turn the aligner picks by
+    correlation (:func:`pick_turn`) makes the angle agree on the full circle (``None`` where
+    the aligner picks none: a full-circle network that does not confuse half turns).
 
     Returns ``{"agreement", "pairs", "tolerance_deg", "period_deg", "chance",
-    "median_difference_deg", "turn_agreement"}``."""
+    "median_difference_deg", "half_turn_share", "turn_agreement"}``."""
     ta, tb = network.inputs(a, b)
     turns = network.model.cfg.angle_factor
     period = 360.0 / turns
@@ -211,15 +229,24 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
         return np.abs((estimate.cpu().numpy() - found + period / 2) % period - period / 2)
 
     diff = within(angle, period)
+    half_turn_share = (float(np.mean(within(angle + 180.0, 360.0) <= tolerance)) if turns == 1
+                       else None)
     turn_agreement = None
-    if turns > 1:
+    if turns > 1 or half_turn_share >= HALF_TURN_SHARE:
         pa, pb = network.preprocess(ta), network.preprocess(tb)
-        picked = pick_turn(pa, pb, angle, network.shift_range(ta.shape[-1]), turns)
+        picked = pick_turn(pa, pb, angle, network.shift_range(ta.shape[-1]), max(turns, 2))
         turn_agreement = float(np.mean(within(picked, 360.0) <= tolerance))
     return {"agreement": float(np.mean(diff <= tolerance)), "pairs": int(len(diff)),
             "tolerance_deg": float(tolerance), "period_deg": period,
             "chance": min(2.0 * tolerance / period, 1.0),
-            "median_difference_deg": float(np.median(diff)), "turn_agreement": turn_agreement}
+            "median_difference_deg": float(np.median(diff)),
+            "half_turn_share": half_turn_share, "turn_agreement": turn_agreement}
+
+
+def confuses_half_turns(trust: dict | None) -> bool:
+    """Whether a trust check (:func:`search_agreement`) found a full-circle network half a
+    turn off on at least ``HALF_TURN_SHARE`` of its pairs."""
+    return bool(trust) and (trust.get("half_turn_share") or 0.0) >= HALF_TURN_SHARE
 
 
 def distrusted_by_search(trust: dict | None) -> str:
@@ -250,33 +277,38 @@ def untrusted(offset_info: dict, trust: dict | None = None) -> str:
     return ""
 
 
-#: where :func:`pick_turn` scores each turn: around it, in degrees (the network's angle is a
-#: few degrees off, and a near-symmetric particle's turns differ by less than that costs).
-#: On GroEL (strict Table 2, C2 network 10 deg off modulo 180 on average) +-12 deg took the
-#: wrong turns from 26% (+-6) to 14% of the particles at 78% of the network path's speed
-#: (+-20 in 4 deg steps: 13% at 70%; +-30: 11% at 38%). EMPIAR-10398's turns (43-45%) are
-#: beyond any grid at 64 px
+#: where :func:`pick_turn` scores each turn at 64 px: around it, in degrees (the network's
+#: angle is a few degrees off, and a near-symmetric particle's turns differ by less than
+#: that costs)
 PICK_GRID = (-12.0, -9.0, -6.0, -3.0, 0.0, 3.0, 6.0, 9.0, 12.0)
 
 
 def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: int,
               turns: int = 2) -> torch.Tensor:
-    """The one of ``angle + k 360 / turns`` (k < turns) that correlates best (masked NCC over
-    shifts, on pre-processed images cropped to 64 px, each turn at its best of ``PICK_GRID``
-    around it): a network that knows the angle only modulo ``360 / turns`` (a spectrum's 180,
-    a symmetric particle's) cannot tell them apart."""
+    """The one of ``angle + k 360 / turns`` (k < turns) that correlates best: a network that
+    knows the angle only modulo ``360 / turns`` (a spectrum's 180, a symmetric particle's)
+    cannot tell them apart. Each turn is scored at its best of ``PICK_GRID`` around it (masked
+    NCC over shifts on pre-processed images cropped to 64 px); turns that score alike there
+    are told apart at full resolution (:func:`udl_align.aligners.guided.choose`). The
+    network's own angle is returned, turned. On GroEL's strict Table 2 test stack (C2
+    network) the best turn at 64 px was wrong for 14% of the particles (26% at +-6 deg), at
+    full resolution for 1.3%."""
     n = a.shape[-1]
     m = cropped_size(n, 64)
+    sa = fourier_crop(a, m)
     ref = prepare_reference(fourier_crop(b, m), max_shift * m / n)
     steps = torch.arange(turns, dtype=angle.dtype, device=angle.device) * (360.0 / turns)
     candidates = angle[:, None] + steps
     local = torch.tensor(PICK_GRID, dtype=angle.dtype, device=angle.device)
-    grid = (candidates[:, :, None] + local).flatten(1)
-    scores, _, _ = score_angles(fourier_crop(a, m), ref, grid, mode="bicubic")
-    per_turn = scores.reshape(len(angle), turns, len(PICK_GRID)).amax(dim=2)
-    best = candidates.gather(1, per_turn.argmax(1, keepdim=True))[:, 0]
-    return torch.remainder(best, 360.0)
+    grid = candidates[:, :, None] + local
+    scores, _, _ = score_angles(sa, ref, grid.flatten(1), mode="bicubic")
+    scores = scores.reshape(grid.shape)
+    found, _ = best_angle(grid.reshape(-1, len(PICK_GRID)), scores.reshape(-1, len(PICK_GRID)),
+                          PICK_GRID[1] - PICK_GRID[0], circular=False)
+    _, pick = choose(a, prepare_reference(b, max_shift), sa, ref,
+                     found.reshape(len(angle), turns), scores.amax(dim=2))
+    return torch.remainder(candidates.gather(1, pick[:, None])[:, 0], 360.0)
 
 
-__all__ = ["NetworkAligner", "pick_turn", "untrusted", "search_agreement",
-           "distrusted_by_search"]
+__all__ = ["NetworkAligner", "confuses_half_turns", "pick_turn", "untrusted",
+           "search_agreement", "distrusted_by_search"]

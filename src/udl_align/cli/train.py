@@ -223,9 +223,12 @@ def summary(state: dict, out: str) -> str:
                      f"{trust['pairs']} unlabelled pairs (chance {trust['chance']:.0%}; median "
                      f"difference {trust['median_difference_deg']:.1f} deg)")
         if trust.get("turn_agreement") is not None:
-            lines.append(f"trust check: it knows the angle modulo {trust['period_deg']:g} deg; "
-                         "with the turn picked by correlation it agrees on the full circle on "
-                         f"{trust['turn_agreement']:.0%}")
+            known = (f"it knows the angle modulo {trust['period_deg']:g} deg"
+                     if trust.get("half_turn_share") is None else
+                     f"its angle is half a turn off on {trust['half_turn_share']:.0%} of them, "
+                     "so align checks each turn")
+            lines.append(f"trust check: {known}; with the turn picked by correlation it "
+                         f"agrees on the full circle on {trust['turn_agreement']:.0%}")
     reason = untrusted(info, trust)
     if reason:
         lines.append(f"udl-align train: warning: {out}: {reason}: it did not learn; align "
