@@ -245,8 +245,13 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
 
 def confuses_half_turns(trust: dict | None) -> bool:
     """Whether a trust check (:func:`search_agreement`) found a full-circle network half a
-    turn off on at least ``HALF_TURN_SHARE`` of its pairs."""
-    return bool(trust) and (trust.get("half_turn_share") or 0.0) >= HALF_TURN_SHARE
+    turn off on at least ``HALF_TURN_SHARE`` of its pairs while it agrees modulo 180 on at
+    least ``MIN_AGREEMENT`` (a network that learned nothing is as often half a turn off as
+    anywhere else: checking its turns would not help)."""
+    if not trust or trust.get("half_turn_share") is None:
+        return False
+    half = trust["half_turn_share"]
+    return half >= HALF_TURN_SHARE and half + trust.get("agreement", 0.0) >= MIN_AGREEMENT
 
 
 def distrusted_by_search(trust: dict | None) -> str:
