@@ -201,11 +201,12 @@ def test_close_candidates_are_told_apart_at_full_resolution(textured_pairs):
     angles = torch.stack([right + 180.0, right], 1)  # the first candidate is the wrong turn
     n = len(truth)
     slightly = torch.tensor([1.0, 0.95]).repeat(n, 1)  # favours it, but within 0.1
-    angle, pick = choose(pa, prepare_reference(pb, 10), sa, ref, angles, slightly, close=0.1)
+    angle, pick = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, slightly,
+                         close=0.1)
     assert (pick == 1).all()
     assert g.angle_error(angle.numpy(), truth[:, 0]).max() < 1.0
     by_far = torch.tensor([1.0, 0.5]).repeat(n, 1)
-    _, pick = choose(pa, prepare_reference(pb, 10), sa, ref, angles, by_far, close=0.1)
+    _, pick = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, by_far, close=0.1)
     assert (pick == 0).all()
 
 

@@ -38,6 +38,8 @@ window. A window at 48 px lost accuracy (Gaussian SNR 0.5: 0.32 against 0.26 deg
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from udl_align import geometry
@@ -93,14 +95,16 @@ def _close(scores: torch.Tensor, close: float) -> torch.Tensor:
     return scores >= best - close * best.abs()
 
 
-def choose(a: torch.Tensor, full: Reference, sa: torch.Tensor, ref: Reference,
-           angles: torch.Tensor, scores: torch.Tensor, close: float = CLOSE,
+def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch.Tensor,
+           ref: Reference, angles: torch.Tensor, scores: torch.Tensor, close: float = CLOSE,
            narrow: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Of candidate angles ``(B, C)`` with their scores at the search size (``sa`` against
     ``ref``), the one to keep ``(B,)`` and its index ``(B,)``. Where others score within
     ``close`` of the best (a share of its magnitude), the closest (at most ``CLOSE_MAX``) are
     each narrowed at the search size (+-1 deg in half steps) and compared at full resolution
-    (``a`` against ``full``, each at its best of three angles 0.5 deg apart): the turns of a
+    (``a`` against ``full(rows)``, the full-resolution reference of those pairs' rows, e.g.
+    ``Reference.rows``; asked for only when some pair needs it, each at its best of three
+    angles 0.5 deg apart): the turns of a
     near-symmetric particle differ in fine detail that the search size loses. On the strict
     Table 2 test stacks, picking by the score at 64 px took the wrong turn for 41% of
     EMPIAR-10398's particles (C2 network) and 15% of GroEL's, this for 2.3% and 1.3%, about as
@@ -127,7 +131,7 @@ def choose(a: torch.Tensor, full: Reference, sa: torch.Tensor, ref: Reference,
                                  circular=False)
         narrowed = narrowed.reshape(r, k)
     fine = narrowed[:, :, None] + half[1::2]  # -0.5, 0, 0.5
-    scored, _, _ = score_angles(a[rows], full.rows(rows), fine.reshape(r, -1), mode="bicubic")
+    scored, _, _ = score_angles(a[rows], full(rows), fine.reshape(r, -1), mode="bicubic")
     scored = scored.reshape(r, k, -1).amax(dim=2).masked_fill(~keep, -torch.inf)
     win = scored.argmax(dim=1, keepdim=True)
     angle[rows] = narrowed.gather(1, win)[:, 0]
@@ -202,7 +206,7 @@ class GuidedSearch:
         else:
             windows += [self.window(sa, ref, prior + k * step) for k in range(1, turns)]
             angles, edges, scores = (torch.stack([w[i] for w in windows], 1) for i in range(3))
-        angle, _ = choose(a, full, sa, ref, angles, scores, self.close)
+        angle, _ = choose(a, full.rows, sa, ref, angles, scores, self.close)
         best = scores.amax(dim=1)
         # the truth may lie outside the windows: the chosen one or one close to it still peaks
         # at its edge, or a probe beats them all
@@ -260,7 +264,7 @@ class GuidedSearch:
         c, w = grid.shape[1], grid.shape[2]
         angles, _ = best_angle(grid.reshape(-1, w), scores.reshape(-1, w), self.verify_step,
                                circular=False)
-        return choose(a, full, sa, ref, angles.reshape(-1, c), scores.amax(dim=2),
+        return choose(a, full.rows, sa, ref, angles.reshape(-1, c), scores.amax(dim=2),
                       self.close, narrow=False)[0]
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,

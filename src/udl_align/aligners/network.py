@@ -310,7 +310,8 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
     scores = scores.reshape(grid.shape)
     found, _ = best_angle(grid.reshape(-1, len(PICK_GRID)), scores.reshape(-1, len(PICK_GRID)),
                           PICK_GRID[1] - PICK_GRID[0], circular=False)
-    _, pick = choose(a, prepare_reference(b, max_shift), sa, ref,
+    # the full-resolution reference only of the pairs whose turns score alike at 64 px
+    _, pick = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
                      found.reshape(len(angle), turns), scores.amax(dim=2))
     return torch.remainder(candidates.gather(1, pick[:, None])[:, 0], 360.0)
 
