@@ -362,3 +362,31 @@ def test_network_path_shift_in_original_pixels(textured_pairs):
     est = NetworkAligner(FixedOutputs(out), max_shift=10).estimate(a, b)
     ang, shift = errors(est, truth)
     assert ang.max() < 1e-3 and shift.max() < 0.35
+
+
+def test_test_time_quarter_turns_are_exact_and_averaged(textured_pairs):
+    """With test turns the network also sees the second image turned by quarter turns: the
+    answer for a pair whose second image is turned a quarter more is the answer plus 90 deg
+    (the same answers, each with its known turn taken off), for any network, trained or not;
+    and on the shipped model the averaged angle is no worse than one answer."""
+    from udl_align.aligners.network import NetworkAligner
+    from udl_align.network.checkpoint import DEFAULT_MODEL
+    from udl_align.network.models import AlignNet, preset
+
+    a, b, truth = textured_pairs
+    torch.manual_seed(0)
+    untrained = AlignNet(preset("cpu", size=32, channels=(8, 8, 16, 16), fc=(32, 32),
+                                match_channels=(8, 8), mask_channels=(4,)))
+    aligner = NetworkAligner(untrained, max_shift=10, test_turns=4)
+    ta, tb = aligner.inputs(a, b)
+    angle, sure = aligner.network_estimate(ta, tb)
+    turned, sure_turned = aligner.network_estimate(ta, torch.rot90(tb, 1, dims=(-2, -1)))
+    assert g.angle_error(turned.numpy(), angle.numpy() + 90.0).max() < 0.01  # float32
+    assert torch.allclose(sure, sure_turned, atol=1e-5)
+    single = NetworkAligner.from_checkpoint(DEFAULT_MODEL, max_shift=10, test_turns=1)
+    four = NetworkAligner.from_checkpoint(DEFAULT_MODEL, max_shift=10, test_turns=4)
+    assert four.test_turns == 4 and single.test_turns == 1
+    assert errors(four.estimate(a, b), truth)[0].mean() <= errors(
+        single.estimate(a, b), truth)[0].mean() + 0.5
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        NetworkAligner(untrained, test_turns=3)

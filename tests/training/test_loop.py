@@ -228,19 +228,25 @@ def test_config_for_data_applies_the_data_defaults():
     from udl_align.training.config import PARTICLE_DEFAULTS, field_default
 
     photos = TrainConfig.for_data("photos")
-    assert photos == TrainConfig(images="photos", net={"input_lowpass": 0.0, "input": "image"})
+    assert photos == TrainConfig(images="photos", net={"input_lowpass": 0.0, "input": "image",
+                                                       "test_turns": 1})
     parts = TrainConfig.for_data("p.star")
     assert parts.init == PARTICLE_DEFAULTS["init"] and parts.split_views
     assert parts.objective == "search" and parts.turn_augment
     assert parts.lr_schedule == "cosine" and photos.lr_schedule == "step"
     assert TrainConfig.for_data("p.star", objective="udl").init == PARTICLE_DEFAULTS["init"]
-    assert parts.disturb_shift == 0.0 and parts.net == {"input_lowpass": 0.25}  # init's input
+    assert parts.disturb_shift == 0.0  # the shipped model's input kind is kept:
+    assert parts.net == {"input_lowpass": 0.25, "test_turns": 4}
+    assert (parts.augment_noise, parts.augment_shift, parts.ema) == (0.5, 4.0, 0.999)
+    assert (photos.augment_noise, photos.augment_shift, photos.ema) == (0.0, 0.0, 0.0)
     assert parts.steps == field_default("steps") and parts.lr == field_default("lr")
     # a given model keeps its input kind; no shipped model for other objectives or on resume
     tuned = TrainConfig.for_data("p.star", init="m.pt", net={"symmetry": 2})
-    assert tuned.init == "m.pt" and tuned.net == {"input_lowpass": 0.25, "symmetry": 2}
+    assert tuned.init == "m.pt" and tuned.net == {"input_lowpass": 0.25, "symmetry": 2,
+                                                  "test_turns": 4}
     stn = TrainConfig.for_data("p.star", objective="stn")
-    assert stn.init == "" and stn.net == {"input_lowpass": 0.25, "input": "image"}
+    assert stn.init == "" and stn.net == {"input_lowpass": 0.25, "input": "image",
+                                          "test_turns": 4}
     again = TrainConfig.for_data("p.star", resume=True, init="none")
     assert again.init == "" and again.steps is None  # None: keep the saved budget
     assert TrainConfig.for_data("p.star", resume=True, steps=5).steps == 5
@@ -252,10 +258,12 @@ def test_config_for_data_applies_the_data_defaults():
     assert cli("--data", "p.star", "--split-views", "off", "--input-lowpass", "0.1",
                "--checkpoint-every", "7", "--lr", "0.01", "--symmetry", "1",
                "--turn-augment", "off", "--search-particles", "500",
-               "--lr-schedule", "step") == \
+               "--lr-schedule", "step", "--augment-noise", "0", "--augment-shift", "2",
+               "--ema", "0", "--test-turns", "1") == \
         TrainConfig.for_data("p.star", split_views=False, checkpoint_steps=7, lr=0.01,
                              turn_augment=False, search_particles=500, lr_schedule="step",
-                             net={"input_lowpass": 0.1, "symmetry": 1})
+                             augment_noise=0.0, augment_shift=2.0, ema=0.0,
+                             net={"input_lowpass": 0.1, "symmetry": 1, "test_turns": 1})
 
 
 def test_a_near_two_fold_reference_makes_the_search_objective_learn_modulo_180(tmp_path):

@@ -72,6 +72,7 @@ class NetworkAligner(Aligner):
         confidence_floor: float | None = None,
         device: str | torch.device = "cpu",
         half_turns: bool = False,
+        test_turns: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
@@ -86,6 +87,10 @@ class NetworkAligner(Aligner):
         self.name = "network+refine" if refine else "network"
         # a full-circle network that confuses half turns: each angle's turn is checked
         self.half_turns = bool(half_turns)
+        # the network's own angle (not --refine's prior) is the circular mean over this many
+        # quarter turns of the second image (1, 2 or 4; default: the network config's)
+        self.test_turns = check_test_turns(self.model.cfg.test_turns if test_turns is None
+                                           else test_turns)
         # why the checkpoint's own calibration, or a trust check on the pairs to align
         # (:meth:`check_trust`), says not to trust this network ("": it may)
         self.distrust = ""
@@ -110,24 +115,36 @@ class NetworkAligner(Aligner):
         return aligner
 
     @torch.no_grad()
-    def network_estimate(self, a: torch.Tensor, b: torch.Tensor):
+    def network_estimate(self, a: torch.Tensor, b: torch.Tensor, test_turns: int | None = None):
         """The network's angles (offset C removed) and confidences (``calibration.confidence``;
-        infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device."""
+        infinite for a scalar head, which has none), both ``(B,)`` on the aligner's device.
+
+        With ``test_turns`` (default :attr:`test_turns`) above 1, ``b`` is also turned by
+        quarter turns (exact: no interpolation), the known turn is taken off each answer and
+        the answers are averaged on the head's circle (their 2-vectors, so the confidence is
+        the length of the mean: it shrinks where the turns disagree)."""
         cfg = self.model.cfg
-        # impulses already repaired (:meth:`inputs`)
-        out = predict_outputs(self.model, model_input(cfg, a, repair=False),
-                              model_input(cfg, b, repair=False))
+        turns = check_test_turns(self.test_turns if test_turns is None else test_turns)
+        pa = model_input(cfg, a, repair=False)  # impulses already repaired (:meth:`inputs`)
+        votes = []
+        for quarter in range(0, 4, 4 // turns):
+            tb = torch.rot90(b, quarter, dims=(-2, -1)) if quarter else b
+            out = predict_outputs(self.model, pa, model_input(cfg, tb, repair=False))
+            turn = math.radians(90.0 * quarter * cfg.angle_factor)
+            length = confidence(out) if cfg.head != "scalar" else torch.ones(out.shape[0])
+            votes.append(length * torch.exp(1j * (torch.deg2rad(angle_of(out, cfg.head)) - turn)))
+        mean = torch.stack(votes).mean(0)
         # a spectrum network's outputs live on the doubled circle: this is the angle mod 180
-        angle = torch.remainder((angle_of(out, cfg.head) - self.offset) / cfg.angle_factor,
-                                360.0 / cfg.angle_factor)
-        sure = (confidence(out) if self.model.cfg.head != "scalar"
-                else torch.full_like(angle, torch.inf))
-        return angle.to(self.device), sure.to(self.device)
+        angle = torch.remainder((torch.rad2deg(torch.angle(mean)) - self.offset)
+                                / cfg.angle_factor, 360.0 / cfg.angle_factor)
+        sure = mean.abs() if cfg.head != "scalar" else torch.full_like(angle, torch.inf)
+        return angle.float().to(self.device), sure.float().to(self.device)
 
     @torch.no_grad()
     def estimate(self, a, b) -> Estimate:
         ta, tb = self.inputs(a, b)
-        angle, sure = self.network_estimate(ta, tb)
+        # --refine's prior is one answer: its confidence floor was set on single answers
+        angle, sure = self.network_estimate(ta, tb, 1 if self.refine_enabled else None)
         turns = self.model.cfg.angle_factor
         if not self.refine_enabled and turns == 1 and not self.half_turns:
             return self.fast_shift(ta, tb, angle)
@@ -191,6 +208,13 @@ class NetworkAligner(Aligner):
         # costs far more shift accuracy than either; exact peaks would double the time
         tx, ty, score = shift_step(a, b, angle, max_shift, fine=False, mode="bilinear")
         return Estimate.from_tensors(angle, tx, ty, score)
+
+
+def check_test_turns(turns: int) -> int:
+    """``turns`` if it is a number of test-time quarter turns (1, 2 or 4)."""
+    if turns not in (1, 2, 4):
+        raise ValueError(f"test turns must be 1, 2 or 4 (quarter turns), got {turns}")
+    return int(turns)
 
 
 def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOLERANCE

@@ -55,6 +55,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="with --refine: pairs whose network confidence (output length) "
                         "is below this get the whole-circle search (default: the model's, "
                         "set at training; 0 turns it off)")
+    parser.add_argument("--test-turns", type=int, default=None, choices=(1, 2, 4),
+                        help="with --model: the network's angle is the circular mean of its "
+                        "answers for each image and its quarter turns (cost: that many "
+                        "passes; default: the model's, set at training)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="largest shift searched, px (default: the pairs file's max_shift, "
                         "else N/8)")
@@ -84,7 +88,7 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
     options = {"max_shift": max_shift, "lowpass": args.lowpass or None, "device": args.device}
     if args.model:
         options.update(refine=args.refine, refine_span=args.refine_span,
-                       confidence_floor=args.confidence_floor)
+                       confidence_floor=args.confidence_floor, test_turns=args.test_turns)
     elif args.method == "bruteforce":
         if not 0 < args.angle_step <= 30:
             raise InputError(f"--angle-step must be in (0, 30], got {args.angle_step}")

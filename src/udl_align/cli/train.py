@@ -38,11 +38,16 @@ FIELDS = {"objective": "objective", "preset": "preset", "noise": "noise", "steps
           "lr_gamma": "lr_gamma", "seed": "seed", "val_every": "val_every",
           "checkpoint_every": "checkpoint_steps", "init": "init",
           "disturb_shift": "disturb_shift", "reference": "reference", "group_by": "group_by",
-          "device": "device", "workers": "workers", "search_particles": "search_particles"}
+          "device": "device", "workers": "workers", "search_particles": "search_particles",
+          "augment_noise": "augment_noise", "augment_shift": "augment_shift", "ema": "ema"}
 
 
 def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
+
+
+def _g(value: float) -> str:
+    return f"{value:g}"
 
 
 def _by_data(name: str, show=str) -> str:
@@ -72,6 +77,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="supervised and search: turn the second image of every pair by a "
                         "random angle (the target with it), so a finite stack is not learned "
                         f"by heart. Default: {_by_data('turn_augment', _on_off)}")
+    parser.add_argument("--augment-noise", type=float, default=None,
+                        help="supervised and search: add fresh Gaussian noise to the second "
+                        "image of every pair, its standard deviation this fraction of the "
+                        f"image's. Default: {_by_data('augment_noise', _g)}")
+    parser.add_argument("--augment-shift", type=float, default=None,
+                        help="supervised and search: shift the second image of every pair by up "
+                        f"to this many pixels. Default: {_by_data('augment_shift', _g)}")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="decay of a moving average of the weights that the checkpoints "
+                        f"keep to align with (0: the last step's). Default: {_by_data('ema', _g)}")
+    parser.add_argument("--test-turns", type=int, default=None, choices=(1, 2, 4),
+                        help="how the trained network aligns: the circular mean of its answers "
+                        "for the particle and its quarter turns (1: one answer; align "
+                        f"--test-turns overrides it). Default: {_by_data('test_turns')}")
     parser.add_argument("--input", default=None, choices=INPUTS,
                         help="what the network sees: the image, or log(1 + |FFT|) (angle "
                         "modulo 180, half turn by correlation; under UDL it did not start "
@@ -165,7 +184,7 @@ def config(args: argparse.Namespace) -> TrainConfig:
         given["split_views"] = args.split_views == "on"
     if args.turn_augment is not None:
         given["turn_augment"] = args.turn_augment == "on"
-    net = {k: getattr(args, k) for k in ("input", "input_lowpass", "symmetry")
+    net = {k: getattr(args, k) for k in ("input", "input_lowpass", "symmetry", "test_turns")
            if getattr(args, k) is not None}
     return TrainConfig.for_data(args.data, resume=args.resume, net=net, **given)
 

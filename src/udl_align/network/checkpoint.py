@@ -36,7 +36,7 @@ def export_for_inference(state: dict) -> dict:
     """A checkpoint without optimiser, scheduler and random states: what ``align`` needs (the
     config, weights, offset C) plus the record of how it was trained. Cannot be resumed."""
     keep = ("format", "net", "train", "model", "step", "history", "train_seconds", "offset",
-            "offset_info", "confidence_floor")
+            "offset_info", "confidence_floor", "trust")
     return {k: state[k] for k in keep if k in state}
 
 

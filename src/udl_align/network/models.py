@@ -53,6 +53,9 @@ class NetConfig:
     # modulo 360/n; a network that turns with the image starts right) and the aligner tells the
     # n candidates apart by correlation.
     symmetry: int = 1
+    # how the trained network aligns (``NetworkAligner.test_turns``): its angle is the circular
+    # mean of its answers for the second image and its quarter turns (1: one answer; 2; 4)
+    test_turns: int = 1
 
     @property
     def angle_factor(self) -> int:

@@ -48,6 +48,14 @@ class TrainConfig:
     split_views: bool = False  # UDL's A and B from the even / odd pixels (see udl_batch)
     turn_augment: bool = False  # supervised: turn both images at random, the target with them
     search_particles: int = 4000  # objective search: particles the exhaustive search aligns
+    # supervised and search: fresh Gaussian noise added to the second image of every pair, its
+    # standard deviation this fraction of the image's (0: none), and a random shift of it of
+    # up to augment_shift pixels (the angle stays): a finite stack's own noise is not learned
+    augment_noise: float = 0.0
+    augment_shift: float = 0.0
+    # decay of an exponential moving average of the weights (and batch-norm statistics) that
+    # validation, checkpoints and the trained model use (0: the last step's weights)
+    ema: float = 0.0
     reference: str = ""  # particle stacks: pairs are (this reference, a particle)
     net: dict = field(default_factory=dict)  # overrides of the preset's NetConfig
 
@@ -86,12 +94,15 @@ class TrainConfig:
             init = data["init"] if new_run else ""
         init = "" if init == "none" else init
         wanted = dict(given.get("net", {}))
-        net = {"input_lowpass": wanted.pop("input_lowpass", data["input_lowpass"])}
+        net = {"input_lowpass": wanted.pop("input_lowpass", data["input_lowpass"]),
+               "test_turns": wanted.pop("test_turns", data["test_turns"])}
         if "input" in wanted or not init:
             net["input"] = wanted.pop("input", data["input"])
         net.update(wanted)
         fields = {"disturb_shift": data["disturb_shift"], "split_views": data["split_views"],
                   "turn_augment": data["turn_augment"], "lr_schedule": data["lr_schedule"],
+                  "augment_noise": data["augment_noise"],
+                  "augment_shift": data["augment_shift"], "ema": data["ema"],
                   **given, "objective": objective,
                   "images": str(images), "init": init, "net": net}
         if resume and "steps" not in given:
@@ -163,7 +174,9 @@ def is_particle_data(path: str | Path) -> bool:
 #:   minutes on one core: 16.1 deg mean against 8.5 at a constant rate and 8.8 held 80%).
 PARTICLE_DEFAULTS = {"input": "image", "disturb_shift": 0.0, "input_lowpass": 0.25,
                      "split_views": True, "init": "default", "objective": "search",
-                     "turn_augment": True, "lr_schedule": "cosine"}
+                     "turn_augment": True, "lr_schedule": "cosine",
+                     "augment_noise": 0.5, "augment_shift": 4.0, "ema": 0.999,
+                     "test_turns": 4}
 
 
 #: the same settings for photographs and pairs files: the field defaults
@@ -171,7 +184,10 @@ OTHER_DEFAULTS = {"input": NetConfig.input, "disturb_shift": TrainConfig.disturb
                   "input_lowpass": NetConfig.input_lowpass,
                   "split_views": TrainConfig.split_views, "init": TrainConfig.init,
                   "objective": TrainConfig.objective, "turn_augment": TrainConfig.turn_augment,
-                  "lr_schedule": TrainConfig.lr_schedule}
+                  "lr_schedule": TrainConfig.lr_schedule,
+                  "augment_noise": TrainConfig.augment_noise,
+                  "augment_shift": TrainConfig.augment_shift, "ema": TrainConfig.ema,
+                  "test_turns": NetConfig.test_turns}
 
 
 def data_defaults(path: str | Path) -> dict:

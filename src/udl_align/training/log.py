@@ -11,8 +11,8 @@ from pathlib import Path
 from udl_align.io.files import atomic_output, save_figure
 
 #: the columns of the CSV, in order (a history entry may lack any but ``step``)
-COLUMNS = ("step", "seconds", "loss", "val_mean_deg", "val_median_deg", "search_agreement",
-           "search_chance")
+COLUMNS = ("step", "seconds", "loss", "val_mean_deg", "val_median_deg", "search_val_deg",
+           "search_agreement", "search_chance")
 
 
 def history_paths(out: str | Path) -> tuple[Path, Path]:
@@ -57,7 +57,8 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     fig, (ax, trust) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (("loss", "training loss (running mean)"),
                        ("val_mean_deg", "validation mean error (deg)"),
-                       ("val_median_deg", "validation median error (deg)")):
+                       ("val_median_deg", "validation median error (deg)"),
+                       ("search_val_deg", "difference from the exhaustive search (deg)")):
         steps, values = _series(history, key)
         if steps:
             ax.plot(steps, values, label=label, marker="." if len(steps) < 30 else None)

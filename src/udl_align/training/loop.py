@@ -37,6 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from udl_align import distributed, geometry
+from udl_align.aligners.base import run_aligner
+from udl_align.aligners.bruteforce import BruteForce
 from udl_align.aligners.network import TRUST_PAIRS, NetworkAligner, search_agreement
 from udl_align.errors import InputError, checked_device
 from udl_align.filters import repair_impulses
@@ -130,10 +132,20 @@ class Run:
     device: torch.device
     mask: torch.Tensor  # the network's input mask
     rows: slice  # this process's rows of every batch
+    average: torch.optim.swa_utils.AveragedModel | None = None  # the weights' EMA (cfg.ema)
+    # objective search: the aligning weights with the smallest difference from the exhaustive
+    # search on held-out particles so far ({"step", "search_val_deg", "weights"})
+    best: dict | None = None
     step: int = 0
     history: list = field(default_factory=list)
     seconds_before: float = 0.0  # training time of the run's earlier (resumed) calls
     started: float = field(default_factory=time.time)  # when this call's steps began
+
+    @property
+    def aligner(self) -> AlignNet:
+        """The network that validation, checkpoints and calibration use: the moving average
+        of the weights when the run keeps one, else the trained weights themselves."""
+        return self.average.module if self.average is not None else self.model
 
     def seconds(self) -> float:
         """The run's training time."""
@@ -148,10 +160,16 @@ class Run:
         return min(self.step / max(self.cfg.steps, 1), 1.0)
 
     def checkpoint(self) -> dict:
-        """Everything needed to resume; ``offset`` is set by calibration at the end."""
+        """Everything needed to resume; ``offset`` is set by calibration at the end.
+        ``model`` holds the weights that align (the average, when kept); ``trained`` and
+        ``average`` the trained weights and the average's state, to resume."""
+        averaged = {} if self.average is None else {
+            "trained": self.model.state_dict(), "average": self.average.state_dict()}
+        if self.best is not None:
+            averaged["best"] = self.best
         return {
             "format": CHECKPOINT_FORMAT, "net": self.net_cfg.to_dict(),
-            "train": self.cfg.to_dict(), "model": self.model.state_dict(),
+            "train": self.cfg.to_dict(), "model": self.aligner.state_dict(), **averaged,
             "optimizer": self.opt.state_dict(),
             "step": self.step, "history": self.history, "train_seconds": self.seconds(),
             "rng": {"pairs": self.source.rng.bit_generator.state,
@@ -192,11 +210,17 @@ def supervised_step(run: Run, batch) -> torch.Tensor:
     network's angle 15 deg off on unturned references after a short run)."""
     a, b = pair_images(run, batch)
     angle = torch.from_numpy(batch.angle[run.rows]).float().to(run.device)
-    if run.cfg.turn_augment:
-        turn = (torch.rand(run.cfg.batch_size, generator=run.gen) * 360.0)[run.rows]
-        turn = turn.to(run.device)
-        b = disturb(b, turn, torch.zeros(b.shape[0], 2, device=run.device))
-        angle = angle + turn
+    cfg = run.cfg
+    if cfg.turn_augment:
+        turn = (torch.rand(cfg.batch_size, generator=run.gen) * 360.0)[run.rows]
+        shift = torch.zeros(cfg.batch_size, 2)
+        if cfg.augment_shift:
+            shift = (torch.rand(cfg.batch_size, 2, generator=run.gen) * 2 - 1) * cfg.augment_shift
+        b = disturb(b, turn.to(run.device), shift[run.rows].to(run.device))
+        angle = angle + turn.to(run.device)
+    if cfg.augment_noise:
+        noise = torch.randn(cfg.batch_size, *b.shape[1:], generator=run.gen)[run.rows]
+        b = b + cfg.augment_noise * b.std(dim=(-2, -1), keepdim=True) * noise.to(run.device)
     pa, pb = model_input(run.net_cfg, a, run.mask), model_input(run.net_cfg, b, run.mask)
     angle = angle * run.net_cfg.angle_factor
     return supervised_loss(run.trainee(pa, pb), angle, run.net_cfg.head)
@@ -236,6 +260,8 @@ def optimise(run: Run, loss: torch.Tensor, done: float) -> None:
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
+    if run.average is not None:
+        run.average.update_parameters(run.model)
     run.step += 1
 
 
@@ -255,6 +281,39 @@ def validation_set(run: Run, make_source) -> dict:
     return {"a": prepared(batch.a), "b": prepared(batch.b), "angle": batch.angle}
 
 
+#: objective search: held-out particles that the exhaustive search aligns once, to measure
+#: the network against it (no labels) while it trains and keep its best weights
+SEARCH_VAL_PAIRS = 256
+
+
+def search_validation_set(run: Run, make_source) -> dict | None:
+    """For the ``search`` objective, ``SEARCH_VAL_PAIRS`` held-out (reference, particle) pairs
+    prepared as the network sees them, with the exhaustive search's angles; else ``None``."""
+    if run.cfg.objective != "search":
+        return None
+    batch = make_source(run.cfg, VALIDATION).sample(SEARCH_VAL_PAIRS)
+    est, _ = run_aligner(BruteForce(), batch.a, batch.b, progress=False)
+    return {"a": model_input(run.net_cfg, torch.from_numpy(batch.a).to(run.device), run.mask),
+            "b": model_input(run.net_cfg, torch.from_numpy(batch.b).to(run.device), run.mask),
+            "angle": est.angle}
+
+
+def search_difference(model: AlignNet, val: dict) -> float:
+    """The mean difference (deg) of the network's single answers from the exhaustive
+    search's angles of ``val`` (:func:`search_validation_set`), modulo what the network can
+    know (360 deg / its angle factor): a validation error without labels."""
+    factor = model.cfg.angle_factor
+    raw = predict_angles(model, val["a"], val["b"]).numpy()
+    return float(np.mean(geometry.angle_error(raw, factor * np.asarray(val["angle"])) / factor))
+
+
+def keep_best(run: Run, difference: float) -> None:
+    """Keep the aligning weights if they are the closest to the exhaustive search so far."""
+    if run.best is None or difference < run.best["search_val_deg"]:
+        weights = {k: v.detach().clone() for k, v in run.aligner.state_dict().items()}
+        run.best = {"step": run.step, "search_val_deg": difference, "weights": weights}
+
+
 def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
     """Mean and median error after removing the best constant offset (fitted on the labels
     of this validation set: a diagnostic of learning, not a result), and that offset. For a
@@ -267,13 +326,17 @@ def validation_error(model: AlignNet, val: dict) -> tuple[float, float, float]:
     return float(err.mean()), float(np.median(err)), offset
 
 
-def validate(run: Run, val: dict, loss: float) -> dict:
-    """The history entry at the run's step: the running training loss, the training time and,
-    where the validation pairs have truth (a pairs file may have none), the validation errors
-    (:func:`validation_error`)."""
+def validate(run: Run, val: dict, loss: float, search_val: dict | None = None) -> dict:
+    """The history entry at the run's step: the running training loss, the training time,
+    where the validation pairs have truth (a pairs file may have none) the validation errors
+    (:func:`validation_error`), and with ``search_val`` the difference from the exhaustive
+    search (:func:`search_difference`; the best weights by it are kept)."""
     entry = {"step": run.step, "loss": loss, "seconds": run.seconds()}
+    if search_val is not None:
+        entry["search_val_deg"] = search_difference(run.aligner, search_val)
+        keep_best(run, entry["search_val_deg"])
     if np.isfinite(val["angle"]).all():
-        mean_err, median_err, _ = validation_error(run.model, val)
+        mean_err, median_err, _ = validation_error(run.aligner, val)
         entry.update(val_mean_deg=mean_err, val_median_deg=median_err)
     return entry
 
@@ -335,8 +398,14 @@ def resumed(cfg: TrainConfig, out: Path, resume: bool, log) -> tuple[TrainConfig
 def restore(run: Run, state: dict) -> None:
     """Continue ``run`` from checkpoint ``state``: weights, optimiser, step, history,
     training time and the random states of the pairs and of the disturbances."""
-    run.model.load_state_dict(state["model"])
+    run.model.load_state_dict(state.get("trained", state["model"]))
+    if run.average is not None:
+        if "average" in state:
+            run.average.load_state_dict(state["average"])
+        else:  # a run without an average so far: it starts at the saved weights
+            run.average.module.load_state_dict(state["model"])
     run.opt.load_state_dict(state["optimizer"])
+    run.best = state.get("best")
     run.step, run.history = state["step"], state["history"]
     run.seconds_before = state.get("train_seconds", 0.0)
     run.source.rng.bit_generator.state = state["rng"]["pairs"]
@@ -358,7 +427,8 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
     state = load_checkpoint(resolve_model_path(cfg.init))  # "default": the shipped model
     # what the network is fed, the resolution its mask module works at and the symmetry its
     # angle is read with may change (the weights fit either); its architecture may not
-    fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride", "symmetry")
+    fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride", "symmetry",
+                                   "test_turns")
            if k in cfg.net}
     init_cfg = NetConfig.from_dict({**state["net"], **fed})
     if (init_cfg.head == "rigid") != (cfg.objective == "stn"):
@@ -380,6 +450,18 @@ def network(cfg: TrainConfig, state: dict | None) -> tuple[NetConfig, dict | Non
     return initial_weights(cfg, net_cfg)
 
 
+def ema_update(decay: float):
+    """The moving average's update of one tensor after ``n`` earlier updates: its decay is
+    ``decay``, or less for the first updates (``(1 + n) / (10 + n)``), so that a short run's
+    average does not keep its starting weights."""
+
+    def update(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return average + (current - average) * (1.0 - d)
+
+    return update
+
+
 def start_run(cfg: TrainConfig, state: dict | None, make_source
               ) -> tuple[Run, distributed.Ranks]:
     """The run's network, optimiser, pair source and generators, on this process's
@@ -397,9 +479,14 @@ def start_run(cfg: TrainConfig, state: dict | None, make_source
     to_device(model, device)
     trainee = distributed.wrap(model, ranks, device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    average = None
+    if cfg.ema:
+        average = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(cfg.ema),
+                                                      use_buffers=True)
     run = Run(cfg, net_cfg, model, trainee, opt, source=make_source(cfg, 0),
               gen=torch.Generator().manual_seed(cfg.seed + 1), device=device,
-              mask=input_mask(net_cfg.size, device), rows=ranks.rows(cfg.batch_size))
+              mask=input_mask(net_cfg.size, device), rows=ranks.rows(cfg.batch_size),
+              average=average)
     if state is not None:
         restore(run, state)
     return run, ranks
@@ -453,14 +540,18 @@ def train(
     if state is not None:
         log(f"resuming {out} at step {run.step}")
     val = validation_set(run, make_source)
-    loss = train_steps(run, ranks, val, make_source, out, progress and ranks.main)
+    search_val = search_validation_set(run, make_source) if ranks.main else None
+    loss = train_steps(run, ranks, val, make_source, out, progress and ranks.main, search_val)
     final = {}
     if ranks.main:
+        if search_val is not None:  # the last weights are a candidate too
+            keep_best(run, search_difference(run.aligner, search_val))
+            run.aligner.load_state_dict(run.best["weights"])
         final = run.checkpoint()
-        final.update(calibrate(run.model, cfg, make_source(cfg, CALIBRATION)))
+        final.update(calibrate(run.aligner, cfg, make_source(cfg, CALIBRATION)))
         if labelled is not None:
             final.update(calibrate_labelled(final, labelled, str(calibrate_with)))
-        final["trust"] = trust_check(run.model, final["offset"], make_source(cfg, VALIDATION),
+        final["trust"] = trust_check(run.aligner, final["offset"], make_source(cfg, VALIDATION),
                                      run.device)
         record_trust(run, final["trust"], loss)
         final["history"] = run.history
@@ -472,7 +563,7 @@ def train(
 
 
 def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out: Path,
-                progress: bool) -> float | None:
+                progress: bool, search_val: dict | None = None) -> float | None:
     """Step ``run`` until its budget is spent, recording validation errors every
     ``val_every`` steps and writing checkpoints to ``out`` as they fall due. The processes
     take rank 0's decisions to stop and to checkpoint, so they do both at the same step.
@@ -494,7 +585,7 @@ def train_steps(run: Run, ranks: distributed.Ranks, val: dict, make_source, out:
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         if run.step % cfg.val_every == 0 and ranks.main:
-            run.history.append(validate(run, val, running))
+            run.history.append(validate(run, val, running, search_val))
             bar.set_postfix(shown(run.history[-1], deadline))
         if distributed.agree(ranks, cadence.due(run.step))[0]:
             if ranks.main:  # the ranks' weights and random states are the same
@@ -512,8 +603,8 @@ def checkpoint_with_log(run: Run, make_source, out: Path, loss: float | None) ->
     offset = 0.0
     if run.cfg.objective == "udl":
         views, _ = make_source(run.cfg, CALIBRATION).sample_views(run.cfg.calib_groups, 3)
-        offset = offset_label_free(run.model, views)["offset"]
-    record_trust(run, trust_check(run.model, offset, make_source(run.cfg, VALIDATION),
+        offset = offset_label_free(run.aligner, views)["offset"]
+    record_trust(run, trust_check(run.aligner, offset, make_source(run.cfg, VALIDATION),
                                   run.device), loss)
     save_checkpoint(out, run.checkpoint())
     write_history(out, run.history)
