@@ -19,6 +19,11 @@ resolution before the down-sampling) for both, so blur cannot tell ``A`` from ``
 images of a pair never share a noise realisation (the generator adds noise to each). The target
 of ``F(A) - F(B)`` is ``(a2 - a1) - (b2 - b1)``.
 
+Weights (``--objective search``'s defaults): with ``cfg.ema`` the checkpoints' ``model`` is a
+moving average of the trained weights (:func:`ema_update`), and the search objective measures
+it every ``val_every`` steps against the exhaustive search on held-out particles
+(:func:`search_difference`, no labels) and ends with the closest weights (:func:`keep_best`).
+
 Random numbers: ``cfg.seed`` seeds torch's global generator just before the network is built
 (its initial weights), the pair source (numpy generators ``rng`` and ``noise_rng``) and
 ``torch.Generator(seed + 1)`` for UDL's disturbances; the checkpoints save the last two, so a
