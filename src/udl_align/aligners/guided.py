@@ -95,6 +95,17 @@ def _close(scores: torch.Tensor, close: float) -> torch.Tensor:
     return scores >= best - close * best.abs()
 
 
+def _narrow(sa: torch.Tensor, ref: Reference, angles: torch.Tensor) -> torch.Tensor:
+    """Each of the angles ``(B, K)`` narrowed at the search size (``sa`` against ``ref``):
+    +-1 deg in half steps (bicubic rotation), then a parabola."""
+    b, k = angles.shape
+    grid = angles[:, :, None] + torch.arange(-2, 3, device=sa.device, dtype=sa.dtype) * 0.5
+    scores, _, _ = score_angles(sa, ref, grid.reshape(b, -1), mode="bicubic")
+    narrowed, _ = best_angle(grid.reshape(b * k, -1), scores.reshape(b * k, -1), 0.5,
+                             circular=False)
+    return narrowed.reshape(b, k)
+
+
 def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch.Tensor,
            ref: Reference, angles: torch.Tensor, scores: torch.Tensor, close: float = CLOSE,
            narrow: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,15 +114,17 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     ``close`` of the best (a share of its magnitude), the closest (at most ``CLOSE_MAX``) are
     each narrowed at the search size (+-1 deg in half steps) and compared at full resolution
     (``a`` against ``full(rows)``, the full-resolution reference of those pairs' rows, e.g.
-    ``Reference.rows``; asked for only when some pair needs it, each at its best of three
-    angles 0.5 deg apart): the turns of a
+    ``Reference.rows``; asked for only when some pair needs it, each at its better of the two
+    angles 0.5 deg either side of it): the turns of a
     near-symmetric particle differ in fine detail that the search size loses. On the strict
     Table 2 test stacks, picking by the score at 64 px took the wrong turn for 41% of
-    EMPIAR-10398's particles (C2 network) and 15% of GroEL's, this for 2.3% and 1.3%, about as
-    often as ``bruteforce``; one full-resolution angle per turn (at the window's best) did
-    not (GroEL: refine 15.8 deg against bruteforce's 2.1). ``narrow=False``: the candidates'
-    angles are already that close (the fallback's, checked +-1.5 deg with a parabola: the
-    same errors without narrowing them again, on particles and photographs, 3-11% faster)."""
+    EMPIAR-10398's particles (C2 network) and 15% of GroEL's, the best of three angles 0.5 deg
+    apart at full resolution for 2.3% and 1.3%, about as often as ``bruteforce`` (measured
+    offline; the two outer angles of those three are what this compares); one
+    full-resolution angle per turn (at the window's best) did not (GroEL: refine 15.8 deg
+    against bruteforce's 2.1). ``narrow=False``: the candidates' angles are already that close
+    (the fallback's, checked +-1.5 deg with a parabola: the same errors without narrowing them
+    again, on particles and photographs, 3-11% faster)."""
     pick = scores.argmax(dim=1)
     angle = angles.gather(1, pick[:, None])[:, 0].clone()
     near = _close(scores, close)
@@ -121,16 +134,8 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     top = scores[rows].topk(min(CLOSE_MAX, scores.shape[1]), dim=1).indices  # (R, K)
     cand, keep = angles[rows].gather(1, top), near[rows].gather(1, top)
     r, k = cand.shape
-    half = torch.arange(-2, 3, device=a.device, dtype=a.dtype) * 0.5
-    narrowed = cand
-    if narrow:
-        grid = cand[:, :, None] + half
-        coarse, _, _ = score_angles(sa[rows], ref.rows(rows), grid.reshape(r, -1),
-                                    mode="bicubic")
-        narrowed, _ = best_angle(grid.reshape(r * k, -1), coarse.reshape(r * k, -1), 0.5,
-                                 circular=False)
-        narrowed = narrowed.reshape(r, k)
-    fine = narrowed[:, :, None] + half[1::2]  # -0.5, 0, 0.5
+    narrowed = _narrow(sa[rows], ref.rows(rows), cand) if narrow else cand
+    fine = narrowed[:, :, None] + torch.tensor([-0.5, 0.5], device=a.device, dtype=a.dtype)
     scored, _, _ = score_angles(a[rows], full(rows), fine.reshape(r, -1), mode="bicubic")
     scored = scored.reshape(r, k, -1).amax(dim=2).masked_fill(~keep, -torch.inf)
     win = scored.argmax(dim=1, keepdim=True)
@@ -216,10 +221,7 @@ class GuidedSearch:
             rows = need.nonzero()[:, 0]
             angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows),
                                         full.rows(rows), angle[rows])
-        # narrow, still at the search size: +-1 deg in half steps
-        grid = angle[:, None] + torch.arange(-2, 3, device=a.device, dtype=a.dtype) * 0.5
-        scores, _, _ = score_angles(sa, ref, grid, mode="bicubic")
-        angle, _ = best_angle(grid, scores, 0.5, circular=False)
+        angle = _narrow(sa, ref, angle[:, None])[:, 0]  # still at the search size
         return self.polish(a, b, angle, full)
 
     def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor,
