@@ -124,7 +124,7 @@ class NetworkAligner(Aligner):
         the answers are averaged on the head's circle (their 2-vectors, so the confidence is
         the length of the mean: it shrinks where the turns disagree)."""
         cfg = self.model.cfg
-        turns = check_test_turns(self.test_turns if test_turns is None else test_turns)
+        turns = self.test_turns if test_turns is None else check_test_turns(test_turns)
         pa = model_input(cfg, a, repair=False)  # impulses already repaired (:meth:`inputs`)
         votes = []
         for quarter in range(0, 4, 4 // turns):

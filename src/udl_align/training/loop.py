@@ -216,13 +216,15 @@ def supervised_step(run: Run, batch) -> torch.Tensor:
     a, b = pair_images(run, batch)
     angle = torch.from_numpy(batch.angle[run.rows]).float().to(run.device)
     cfg = run.cfg
+    turn, shift = torch.zeros(cfg.batch_size), torch.zeros(cfg.batch_size, 2)
     if cfg.turn_augment:
-        turn = (torch.rand(cfg.batch_size, generator=run.gen) * 360.0)[run.rows]
-        shift = torch.zeros(cfg.batch_size, 2)
-        if cfg.augment_shift:
-            shift = (torch.rand(cfg.batch_size, 2, generator=run.gen) * 2 - 1) * cfg.augment_shift
-        b = disturb(b, turn.to(run.device), shift[run.rows].to(run.device))
-        angle = angle + turn.to(run.device)
+        turn = torch.rand(cfg.batch_size, generator=run.gen) * 360.0
+    if cfg.augment_shift:
+        shift = (torch.rand(cfg.batch_size, 2, generator=run.gen) * 2 - 1) * cfg.augment_shift
+    if cfg.turn_augment or cfg.augment_shift:
+        turn = turn[run.rows].to(run.device)
+        b = disturb(b, turn, shift[run.rows].to(run.device))
+        angle = angle + turn
     if cfg.augment_noise:
         noise = torch.randn(cfg.batch_size, *b.shape[1:], generator=run.gen)[run.rows]
         b = b + cfg.augment_noise * b.std(dim=(-2, -1), keepdim=True) * noise.to(run.device)
