@@ -5,10 +5,11 @@ the time falls).
     python benchmarks/refine_settings.py --images ../shared/data/natural/coco \\
         --variants '{"default": {}, "step4": {"fallback_step": 4.0}}'
 
-Each variant is a ``GuidedSearch`` keyword set (see ``udl_align.aligners.guided``) applied to
-the same network (``--model``, default: the shipped one). Prints mean error, median and pairs/s
-relative to ``bruteforce`` per condition and variant; writes ``refine_settings.json`` and
-``refine_settings.png`` to ``--out-dir``.
+Each variant is a ``GuidedSearch`` keyword set (see ``udl_align.aligners.guided``), and
+optionally the aligner's ``confidence_floor`` (pairs less sure than it get the whole circle),
+applied to the same network (``--model``, default: the shipped one). Prints mean error, median
+and pairs/s relative to ``bruteforce`` per condition and variant; writes
+``refine_settings.json`` and ``refine_settings.png`` to ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = {"bruteforce": make_aligner("bruteforce", max_shift=10)}
         for name, options in variants.items():
+            options = dict(options)
+            floor = options.pop("confidence_floor", None)  # the aligner's, not the search's
             GuidedSearch(10, **options)  # an unknown setting fails here, before any work
             methods[name] = make_aligner("network", model=args.model, max_shift=10, refine=True,
-                                                           search_options=options)
+                                         search_options=options, confidence_floor=floor)
         report = compare_on_photographs(args.images, methods, args.conditions, n=args.n,
                                         seed=args.seed, split="test", repeats=args.repeats,
                                         generator=args.generator)

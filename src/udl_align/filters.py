@@ -37,8 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from udl_align import geometry
-
 #: share of an image's pixels at its extremes above which it is looked at: 0.5% is 82 pixels
 #: of a 128 px image; continuous noise puts 2 pixels there, salt-and-pepper 0.1 about 19%
 MIN_SHARE = 0.005
@@ -220,19 +218,6 @@ def fourier_crop(x: torch.Tensor, m: int) -> torch.Tensor:
     f = f[..., lo : lo + m, lo : lo + m]
     return torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (m * m) / (n * n)
 
-def half_turn_similarity(image: np.ndarray) -> float:
-    """Correlation of an image with itself turned by 180 deg about its centre, inside the disc
-    of radius 0.45 N: near 1 for a near two-fold symmetric view (GroEL's side view 0.88), about
-    0.5-0.7 for the other class averages of the paper."""
-    image = np.asarray(image, np.float64)
-    n = image.shape[-1]
-    disc = geometry.soft_circular_mask(n, 0.45 * n) > 0.5
-    turned = geometry.apply(image, (180.0, 0.0, 0.0))
-    x, y = image[disc] - image[disc].mean(), turned[disc] - turned[disc].mean()
-    norm = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y / norm) if norm > 0 else 0.0
-
-
 __all__ = ["MIN_SHARE", "NOISY", "fill_impulses", "fourier_crop", "gaussian_lowpass",
            "image_std", "impulse_mask", "median3", "repair_impulses", "roughness", "standardise",
-           "to_tensor", "half_turn_similarity"]
+           "to_tensor"]

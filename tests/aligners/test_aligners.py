@@ -169,8 +169,8 @@ def test_guided_search_around_a_rough_angle(textured_pairs):
 def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(textured_pairs,
                                                                                off):
     """A prior a quarter, half or three quarters of a turn off: said to be unsure, every pair
-    gets the whole circle; said to be sure, the probes (a quarter turn) or the window around
-    the half turn score the truth higher than the window's best, and every pair gets it too.
+    gets the whole circle; said to be sure, the probes (a quarter or half turn from the
+    prior) score the truth higher than the window's best, and every pair gets it too.
     Without them only the pairs whose window peaks at its edge get it: a false peak inside
     the window is not caught."""
     search, pa, pb, truth = guided_inputs(textured_pairs)
@@ -178,17 +178,39 @@ def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(
     told = search(pa, pb, far, unsure=torch.ones(len(far), dtype=torch.bool))
     assert errors(told, truth)[0].max() < 0.2
     assert errors(search(pa, pb, far), truth)[0].max() < 0.2
-    blind = errors(GuidedSearch(10, probes=(), half_turn=False)(pa, pb, far), truth)[0]
+    blind = errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0]
     assert blind.max() > 20.0
 
 
-def test_guided_search_looks_around_the_half_turn_of_a_sure_prior(textured_pairs):
-    """A full-circle prior 189 deg off and sure of itself, no quarter-turn probes: the probes
-    around its half turn come close to the window's best, so the half turn gets a window of
-    its own and wins (how a near-symmetric particle's half turn is caught)."""
-    search, pa, pb, truth = guided_inputs(textured_pairs)
-    far = torch.tensor(truth[:, 0] + 189.0).float()
-    assert errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0].max() < 0.2
+def near_two_fold_pairs(textured_pairs):
+    """The textured pairs' first images made nearly two-fold symmetric (plus 0.9 of their own
+    half turn), each transformed by its true transform into the second image."""
+    a, _, truth = textured_pairs
+    a = a + 0.9 * np.rot90(a, 2, axes=(-2, -1))
+    b = np.stack([g.apply(x, tuple(t)) for x, t in zip(a, truth, strict=True)])
+    bf = BruteForce(max_shift=10)
+    return bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b)), truth
+
+
+def test_guided_search_scores_the_turns_of_a_near_symmetric_view(textured_pairs):
+    """A near two-fold view and a prior 184 deg off, sure of itself, no probes: with
+    ``half_turn`` (a network that confuses the view's turns) the window's best turned by 180
+    deg is scored too and wins at full resolution; without it the wrong turn is kept. A prior
+    known modulo 180 whose turns look alike (``alike``: a C2 network) is found the same way;
+    a batch with one pair off alone (no probes, no half turn) is caught by that pair's low
+    score against the batch's."""
+    pa, pb, truth = near_two_fold_pairs(textured_pairs)
+    far = torch.tensor(truth[:, 0] + 184.0).float()
+    assert errors(GuidedSearch(10, probes=(), half_turn=True)(pa, pb, far), truth)[0].max() < 0.2
+    assert errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0].min() > 170.0
+    modulo = torch.tensor(truth[:, 0] + 180.0 * (np.arange(len(truth)) % 2) + 4.0).float()
+    assert errors(GuidedSearch(10)(pa, pb, modulo, turns=2, alike=True), truth)[0].max() < 0.2
+    pa, pb, truth = guided_inputs(textured_pairs)[1:]
+    one_off = torch.tensor(truth[:, 0] + np.where(np.arange(len(truth)) == 7, 70.0, 2.0)).float()
+    blind = GuidedSearch(10, probes=(), low_share=0.0)(pa, pb, one_off)
+    checked = GuidedSearch(10, probes=())(pa, pb, one_off)
+    assert errors(blind, truth)[0][7] > 20.0
+    assert errors(checked, truth)[0].max() < 0.2
 
 
 def test_close_candidates_are_told_apart_at_full_resolution(textured_pairs):
@@ -201,12 +223,12 @@ def test_close_candidates_are_told_apart_at_full_resolution(textured_pairs):
     angles = torch.stack([right + 180.0, right], 1)  # the first candidate is the wrong turn
     n = len(truth)
     slightly = torch.tensor([1.0, 0.95]).repeat(n, 1)  # favours it, but within 0.1
-    angle, pick = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, slightly,
+    angle, pick, _ = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, slightly,
                          close=0.1)
     assert (pick == 1).all()
     assert g.angle_error(angle.numpy(), truth[:, 0]).max() < 1.0
     by_far = torch.tensor([1.0, 0.5]).repeat(n, 1)
-    _, pick = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, by_far, close=0.1)
+    _, pick, _ = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, by_far, close=0.1)
     assert (pick == 0).all()
 
 

@@ -210,19 +210,14 @@ def score_angles(
     ``(B, K)`` (per pair) or ``(K,)`` (the same grid for all pairs, which is cheaper). Rotations
     are done in chunks of ``chunk`` angles to bound memory. ``fine``: sub-pixel peaks from the
     correlation's Fourier series instead of parabolas (slower, exact)."""
-    bsz, n = a.shape[0], a.shape[-1]
     k = angles.shape[-1]
     out = [], [], []
     for lo in range(0, k, chunk):
         ang = angles[..., lo : lo + chunk]
-        kk = ang.shape[-1]
         if ang.dim() == 1:
             rotated = geometry.rotate_all(a, ang, mode=mode)
         else:
-            rotated = geometry.warp(
-                a[:, None].expand(bsz, kk, n, n).reshape(bsz * kk, n, n), ang.reshape(-1),
-                mode=mode,
-            ).reshape(bsz, kk, n, n)
+            rotated = geometry.rotate_each(a, ang, mode=mode)
         cross, energy = cross_spectra(rotated, ref)
         found = window_peaks(ncc_window(cross, energy, ref))
         if fine:
@@ -288,6 +283,21 @@ class Preprocess:
     def __call__(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """``size``: also down-sample (see :func:`gaussian_lowpass`)."""
         return gaussian_lowpass(standardise(x), self.lowpass, size)
+
+
+def half_turn_match(image, lowpass: float | None = 0.25, turn: float = 12.0) -> float:
+    """How well an image matches its own half turn, as the exhaustive search sees it: the best
+    masked NCC (:func:`score_angles`, after the shared pre-filter) of the image turned by
+    180 deg against the image itself, over turns within ``turn`` deg of it (0.5 deg steps) and
+    shifts up to 5% of its size. 1 for a two-fold symmetric view wherever its axis lies; an
+    unaligned correlation about the centre drops when the axis is a pixel off or the view a
+    few degrees from symmetric (GroEL's side view: 0.88 unaligned, 0.98 here)."""
+    x = Preprocess(lowpass)(torch.as_tensor(image, dtype=torch.float32)[None])
+    n = x.shape[-1]
+    ref = prepare_reference(x, max(1.0, 0.05 * n))
+    grid = torch.arange(-turn, turn + 0.25, 0.5)
+    scores, _, _ = score_angles(torch.rot90(x, 2, dims=(-2, -1)), ref, grid, mode="bicubic")
+    return float(scores.max())
 
 
 def shift_step(

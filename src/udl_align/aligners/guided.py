@@ -6,19 +6,21 @@ shared masked NCC (:mod:`.correlation`):
 
 1. **window**: ``prior +- span`` in ``window_step`` steps on images Fourier-cropped to
    ``search_size`` (the size of bruteforce's coarse search), with probes at the prior turned
-   by a quarter turn either way and around its half turn. The half turn gets a window of its
-   own where its probes come close to the window's best (a near-symmetric particle's turns
-   score alike at 64 px; a prior known modulo ``360 / n`` gets a window at each turn), and
-   turns that score alike are told apart at full resolution (:func:`choose`). A best angle
-   at the window's edge, or a higher score at a quarter-turn probe, says the truth may lie
-   outside.
+   by a quarter turn either way. Where the prior is known only modulo ``360 / n`` (a network
+   for a C_n particle), or a full-circle network confuses half turns (its trust check says
+   so), the window's best is also scored turned by each turn (a near-symmetric particle's
+   turns peak at the same angle modulo the turn), and turns that score alike are told apart
+   at full resolution (:func:`choose`). A best angle at the window's edge, a higher score at
+   a quarter-turn probe, or a best score far below the batch's typical one
+   (``low_share``) says the truth may lie outside.
 2. **fallback**, for pairs whose prior is unsure (the caller says which) or whose window says
    so: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
    its best ``candidates`` peaks and the window's best are each searched ``verify`` steps of
    ``verify_step`` deg either side at ``search_size``, and the best of those wins (the close
    ones compared at full resolution). A pair that needs the whole circle gets it, at about a
    seventh of bruteforce's price (a quarter of its angles at 48 px).
-3. **narrow**: +-1 deg in 0.5 deg steps at ``search_size`` (bicubic rotation).
+3. **narrow**: +-1 deg in 0.5 deg steps at ``search_size`` (bicubic rotation), unless
+   :func:`choose` has narrowed the angle already.
 4. **polish** at full resolution: three angles 0.5 deg apart with exact sub-pixel peaks,
    one step outward if the best is at an end, a parabola over the angle, and the shift
    interpolated to that angle (so no further shift step is needed). Steps of 0.25 deg walked
@@ -54,8 +56,7 @@ from udl_align.aligners.correlation import (
 from udl_align.filters import fourier_crop
 
 #: angles from the prior (deg) scored beside the window: if one beats the window's best, the
-#: pair gets the whole circle (the half turn, where a full-circle prior gets ``HALF_PROBES``
-#: or a turn's window, is left to those)
+#: pair gets the whole circle
 PROBES = (90.0, 180.0, 270.0)
 
 
@@ -67,16 +68,16 @@ def cropped_size(n: int, size: int | None) -> int:
     return n
 
 
-#: angles from a full-circle prior (deg) around its half turn, scored with its window: where
-#: one comes within ``half_gate`` of the window's best (a share of its magnitude), the half
-#: turn gets a window of its own (a near-symmetric particle's turns score alike at 64 px).
-#: Measured on the strict Table 2 test stacks and held-out photographs (200 pairs, seven
-#: conditions, both generators), side by side: without the half turn's window EMPIAR-10397
-#: stayed at 16.10 deg (bruteforce 0.15), with it always 0.54, gated at 0.4 0.58, at 0.25
-#: 1.13; the photographs' errors were the same to 0.01 deg with and without it, at 3-10% of
-#: the speed
-HALF_PROBES = (172.0, 176.0, 180.0, 184.0, 188.0)
-HALF_GATE = 0.4
+#: a pair whose best score at the search size (window or turns) is below this share of the
+#: batch's median best score goes to the whole circle: the window missed the right basin (a
+#: prior more than ``span`` off whose window shows no edge and no probe above it). Measured on
+#: the strict Table 2 test stacks (300 held-out particles each, side by side with
+#: bruteforce): every pair of EMPIAR-10397 that ended more than 3 deg off had 0.21-0.57 of
+#: the median (the right basins of all seven stacks: 95% above 0.74, 0.90 where the window
+#: held them), and the check took EMPIAR-10397 from 1.41 to 0.15 deg, bruteforce's 0.15;
+#: on held-out photographs (200 pairs, seven conditions, both generators) it changed no mean
+#: by more than 0.1 deg
+LOW_SHARE = 0.7
 
 #: candidates whose score at the search size lies within this share of the best's are told
 #: apart at full resolution (:func:`choose`). On the strict Table 2 test stacks (300 held-out
@@ -86,6 +87,9 @@ HALF_GATE = 0.4
 CLOSE = 0.1
 #: at most this many of the closest candidates go to full resolution
 CLOSE_MAX = 3
+#: where :func:`choose` scores each close candidate at full resolution: these offsets (deg)
+#: from its narrowed angle, the best of them counting
+FULL_OFFSETS = (-0.5, 0.5)
 
 
 def _close(scores: torch.Tensor, close: float) -> torch.Tensor:
@@ -108,7 +112,7 @@ def _narrow(sa: torch.Tensor, ref: Reference, angles: torch.Tensor) -> torch.Ten
 
 def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch.Tensor,
            ref: Reference, angles: torch.Tensor, scores: torch.Tensor, close: float = CLOSE,
-           narrow: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+           narrow: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Of candidate angles ``(B, C)`` with their scores at the search size (``sa`` against
     ``ref``), the one to keep ``(B,)`` and its index ``(B,)``. Where others score within
     ``close`` of the best (a share of its magnitude), the closest (at most ``CLOSE_MAX``) are
@@ -128,20 +132,21 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     pick = scores.argmax(dim=1)
     angle = angles.gather(1, pick[:, None])[:, 0].clone()
     near = _close(scores, close)
-    rows = (near.sum(dim=1) > 1).nonzero()[:, 0]
+    told = near.sum(dim=1) > 1
+    rows = told.nonzero()[:, 0]
     if rows.numel() == 0:
-        return angle, pick
+        return angle, pick, told
     top = scores[rows].topk(min(CLOSE_MAX, scores.shape[1]), dim=1).indices  # (R, K)
     cand, keep = angles[rows].gather(1, top), near[rows].gather(1, top)
     r, k = cand.shape
     narrowed = _narrow(sa[rows], ref.rows(rows), cand) if narrow else cand
-    fine = narrowed[:, :, None] + torch.tensor([-0.5, 0.5], device=a.device, dtype=a.dtype)
+    fine = narrowed[:, :, None] + torch.tensor(FULL_OFFSETS, device=a.device, dtype=a.dtype)
     scored, _, _ = score_angles(a[rows], full(rows), fine.reshape(r, -1), mode="bicubic")
     scored = scored.reshape(r, k, -1).amax(dim=2).masked_fill(~keep, -torch.inf)
     win = scored.argmax(dim=1, keepdim=True)
     angle[rows] = narrowed.gather(1, win)[:, 0]
     pick[rows] = top.gather(1, win)[:, 0]
-    return angle, pick
+    return angle, pick, told & narrow
 
 
 class GuidedSearch:
@@ -159,9 +164,9 @@ class GuidedSearch:
         polish_step: float = 0.5,
         walks: int = 1,
         probes: tuple[float, ...] = PROBES,
-        half_turn: bool = True,
+        half_turn: bool = False,
         close: float = CLOSE,
-        half_gate: float = HALF_GATE,
+        low_share: float = LOW_SHARE,
     ) -> None:
         self.max_shift = int(max_shift)
         self.span = float(span)
@@ -177,73 +182,89 @@ class GuidedSearch:
         self.probes = tuple(float(p) for p in probes)
         self.half_turn = bool(half_turn)
         self.close = float(close)
-        self.half_gate = float(half_gate)
+        self.low_share = float(low_share)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
-                 unsure: torch.Tensor | None = None, turns: int = 1) -> Estimate:
+                 unsure: torch.Tensor | None = None, turns: int = 1,
+                 alike: bool = False) -> Estimate:
         """``a``, ``b`` pre-processed ``(B, N, N)``; ``prior`` ``(B,)`` degrees; ``unsure``
         ``(B,)`` bool: pairs whose prior is not to be trusted (they get the whole circle).
         ``turns``: the prior is known only modulo ``360 / turns`` (a network for a C_n
-        particle): a window around each of its turns. A full-circle prior also gets a window
-        around its half turn (``half_turn``). The turns are told apart by :func:`choose`."""
+        particle, or a spectrum network's 180 deg). ``alike``: the turns look alike (a
+        near-symmetric particle), so the window's best is scored turned by each turn; else
+        each turn gets a window of its own (a spectrum network on a photograph, whose turns
+        differ). ``half_turn``: a full-circle prior may also be half a turn off (a network
+        that confuses the turns of a near-symmetric particle): its best is scored turned by
+        180 deg too. The turns are told apart by :func:`choose`."""
         n = a.shape[-1]
         m = cropped_size(n, self.search_size)
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, self.max_shift * m / n)
         full = prepare_reference(b, self.max_shift)
         prior = prior.to(a.dtype)
-        # a full-circle prior's half turn: looked at where coarse probes around it come close
-        half = self.half_turn and turns == 1
-        turns = max(int(turns), 2 if half else 1)
+        turns = max(int(turns), 1)
         step = 360.0 / turns
-        # probes at the turns are their windows' centres already
+        # the prior's own turns get a window or a score of their own, not a probe
         probes = tuple(p for p in self.probes if abs(p / step - round(p / step)) > 1e-6)
-        windows = [self.window(sa, ref, prior, probes, HALF_PROBES if half else ())]
-        if half:
-            found = windows[0]
-            angles, edges, scores = (torch.stack([x, x], 1) for x in found[:3])
-            scores[:, 1] = -torch.inf
-            gap = found[2] - found[4]
-            rows = (gap <= self.half_gate * found[2].abs()).nonzero()[:, 0]
-            if rows.numel():
-                other = self.window(sa[rows], ref.rows(rows), prior[rows] + 180.0)
-                angles[rows, 1], edges[rows, 1], scores[rows, 1] = other[:3]
+        windows = [self.window(sa, ref, prior, probes)]
+        found, edge, best, _ = windows[0]
+        if alike or turns == 1:
+            # the window's best turned by each turn, scored there: a near-symmetric particle's
+            # turns peak at the same angle modulo the turn (one angle each where a window per
+            # turn cost 16: the same errors on the strict Table 2 test stacks, 10-30% faster
+            # for C2 networks)
+            turns = max(turns, 2 if self.half_turn else 1)
+            angles = found[:, None] + 360.0 / turns * torch.arange(turns, device=a.device,
+                                                                    dtype=a.dtype)
+            scores = best[:, None]
+            if turns > 1:
+                scores = torch.cat([scores, score_angles(sa, ref, angles[:, 1:],
+                                                         mode="bicubic")[0]], 1)
+            edges = torch.zeros_like(scores, dtype=torch.bool)
+            edges[:, 0] = edge
         else:
             windows += [self.window(sa, ref, prior + k * step) for k in range(1, turns)]
             angles, edges, scores = (torch.stack([w[i] for w in windows], 1) for i in range(3))
-        angle, _ = choose(a, full.rows, sa, ref, angles, scores, self.close)
+        angle, _, narrowed = choose(a, full.rows, sa, ref, angles, scores, self.close)
         best = scores.amax(dim=1)
-        # the truth may lie outside the windows: the chosen one or one close to it still peaks
-        # at its edge, or a probe beats them all
+        # the truth may lie outside the window: the window's best, if it is the chosen one or
+        # close to it, peaks at its edge; a probe beats the best; or the best is far below the
+        # batch's typical best
         outside = (edges & _close(scores, self.close)).any(dim=1) | (windows[0][3] > best)
+        typical = best.median()
+        if self.low_share > 0 and best.numel() > 1 and typical > 0:
+            outside |= best < self.low_share * typical
         need = outside if unsure is None else outside | unsure.to(outside.device)
         if need.any():
             rows = need.nonzero()[:, 0]
             angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows),
                                         full.rows(rows), angle[rows])
-        angle = _narrow(sa, ref, angle[:, None])[:, 0]  # still at the search size
+            narrowed[rows] = False
+        # still at the search size, where choose has not narrowed the angle already
+        rows = (~narrowed).nonzero()[:, 0]
+        if rows.numel():
+            angle[rows] = _narrow(sa[rows], ref.rows(rows), angle[rows, None])[:, 0]
         return self.polish(a, b, angle, full)
 
     def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor,
-               probes: tuple[float, ...] = (), half: tuple[float, ...] = ()):
+               probes: tuple[float, ...] = ()):
         """Best angle in ``prior +- span`` (``window_step`` grid, parabola), whether it sits
         at the window's edge (the truth may lie beyond), the window's best score, and the best
-        scores at ``probes`` and at ``half`` (angles from the prior: a quarter turn, a gross
-        error of the prior that the window alone cannot see; around the half turn; ``-inf``
-        where none). Each image is turned to its prior once; then one grid serves the batch."""
+        score at ``probes`` (angles from the prior, e.g. a quarter turn: a gross error of the
+        prior that the window alone cannot see; ``-inf`` where none). Each image is turned to
+        its prior once; then one grid serves the batch."""
         k = int(round(self.span / self.window_step))
         grid = torch.arange(-k, k + 1, device=sa.device, dtype=sa.dtype) * self.window_step
-        extra = torch.tensor(probes + half, device=sa.device, dtype=sa.dtype)
+        extra = torch.tensor(probes, device=sa.device, dtype=sa.dtype)
         scores, _, _ = score_angles(geometry.warp(sa, prior, mode="bicubic"), ref,
                                     torch.cat([grid, extra]), chunk=90)
         scores, probed = scores[:, : grid.shape[0]], scores[:, grid.shape[0]:]
         best = scores.argmax(dim=1)
         edge = (best <= 1) | (best >= grid.shape[0] - 2)
-        none = torch.full_like(scores[:, 0], -torch.inf)
-        quarter = probed[:, : len(probes)].amax(dim=1) if probes else none
-        around = probed[:, len(probes):].amax(dim=1) if half else none
+        quarter = (probed.amax(dim=1) if probes
+                   else torch.full_like(scores[:, 0], -torch.inf))
         angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
-        return angle, edge, scores.amax(dim=1), quarter, around
+        return angle, edge, scores.amax(dim=1), quarter
 
     def fallback(self, a, b, sa, ref: Reference, full: Reference,
                  window_best: torch.Tensor) -> torch.Tensor:

@@ -151,7 +151,9 @@ class NetworkAligner(Aligner):
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
         if self.refine_enabled:  # the guided search looks at the turns itself
-            search = GuidedSearch(s, **{"span": self.refine_span, **self.search_options})
+            # the half turn gets a window of its own only where the network confuses it
+            search = GuidedSearch(s, **{"span": self.refine_span, "half_turn": self.half_turns,
+                                        **self.search_options})
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
             unsure = (torch.ones_like(angle, dtype=torch.bool)
                       if math.isinf(self.confidence_floor) else sure < self.confidence_floor)
@@ -159,7 +161,7 @@ class NetworkAligner(Aligner):
             k = self.search_batch
             return Estimate.concat([
                 search(pa[lo:lo + k], pb[lo:lo + k], angle[lo:lo + k], unsure[lo:lo + k],
-                       turns=turns)
+                       turns=turns, alike=self.model.cfg.symmetry > 1)
                 for lo in range(0, pa.shape[0], k)])
         angle = pick_turn(pa, pb, angle, s, max(turns, 2))
         return self.shift(pa, pb, angle, s)
@@ -335,7 +337,7 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
     found, _ = best_angle(grid.reshape(-1, len(PICK_GRID)), scores.reshape(-1, len(PICK_GRID)),
                           PICK_GRID[1] - PICK_GRID[0], circular=False)
     # the full-resolution reference only of the pairs whose turns score alike at 64 px
-    _, pick = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
+    _, pick, _ = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
                      found.reshape(len(angle), turns), scores.amax(dim=2))
     return torch.remainder(candidates.gather(1, pick[:, None])[:, 0], 360.0)
 

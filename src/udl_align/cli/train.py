@@ -288,7 +288,7 @@ def prepared(cfg: TrainConfig, out: str, quiet: bool) -> TrainConfig:
     cfg = reference_for_search(cfg, out, quiet)
     cfg, similarity = with_reference_symmetry(cfg)
     if similarity is not None and cfg.net["symmetry"] > 1:
-        print(f"the reference looks the same turned by 180 deg (correlation {similarity:.2f}): "
+        print(f"the reference looks the same turned by 180 deg (best match {similarity:.2f}): "
               "the network learns the angle modulo 180 and align picks the turn by "
               "correlation (--symmetry 1 to learn the full circle)")
     return cfg
