@@ -151,7 +151,7 @@ class NetworkAligner(Aligner):
         pa, pb = self.preprocess(ta), self.preprocess(tb)
         s = self.shift_range(ta.shape[-1])
         if self.refine_enabled:  # the guided search looks at the turns itself
-            # the half turn gets a window of its own only where the network confuses it
+            # the half turn is looked at only where the network confuses it (its trust check)
             search = GuidedSearch(s, **{"span": self.refine_span, "half_turn": self.half_turns,
                                         **self.search_options})
             # an infinite floor: every pair (a scalar head's confidence is itself infinite)
@@ -338,7 +338,7 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
                           PICK_GRID[1] - PICK_GRID[0], circular=False)
     # the full-resolution reference only of the pairs whose turns score alike at 64 px
     _, pick, _ = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
-                     found.reshape(len(angle), turns), scores.amax(dim=2))
+                        found.reshape(len(angle), turns), scores.amax(dim=2))
     return torch.remainder(candidates.gather(1, pick[:, None])[:, 0], 360.0)
 
 

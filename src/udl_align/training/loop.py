@@ -647,14 +647,15 @@ def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
     Returns checkpoint entries: ``offset``, ``offset_info``, ``confidence_floor``."""
 
     views, _ = source.sample_views(cfg.calib_groups, 3)
-    floor = (confidence_floor(model, views[:, 0], views[:, 1])
-             if model.cfg.head != "scalar" else None)
-    if cfg.objective == "search" and floor is not None:
-        # particles against one reference: --refine's check of each pair's score against the
-        # batch's (guided.LOW_SHARE) finds the windows that missed, so no pair goes to the
-        # whole circle for its confidence alone. On the strict Table 2 test stacks the floor
-        # (13-22% of the particles) changed no error and cost 10-15% of refine's speed
-        floor = 0.0
+    floor = None
+    if model.cfg.head != "scalar":
+        # particles against one reference (search): --refine's check of each pair's score
+        # against the batch's (guided.LOW_SHARE) finds the windows that missed, so no pair
+        # goes to the whole circle for its confidence alone. On the strict Table 2 test
+        # stacks the floor (13-22% of the particles) changed no error and cost 10-15% of
+        # refine's speed
+        floor = (0.0 if cfg.objective == "search"
+                 else confidence_floor(model, views[:, 0], views[:, 1]))
     if cfg.objective != "udl":
         return {"offset": 0.0, "confidence_floor": floor,
                 "offset_info": {"method": f"none ({cfg.objective} learns the angle itself)"}}
