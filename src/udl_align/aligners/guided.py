@@ -211,7 +211,7 @@ class GuidedSearch:
         # the prior's own turns get a window or a score of their own, not a probe
         probes = tuple(p for p in self.probes if abs(p / step - round(p / step)) > 1e-6)
         windows = [self.window(sa, ref, prior, probes)]
-        found, edge, best, _ = windows[0]
+        found, edge, best, probed = windows[0]
         if alike or turns == 1:
             # the window's best turned by each turn, scored there: a near-symmetric particle's
             # turns peak at the same angle modulo the turn (one angle each where a window per
@@ -234,7 +234,7 @@ class GuidedSearch:
         # the truth may lie outside the window: the window's best, if it is the chosen one or
         # close to it, peaks at its edge; a probe beats the best; or the best is far below the
         # batch's typical best
-        outside = (edges & _close(scores, self.close)).any(dim=1) | (windows[0][3] > best)
+        outside = (edges & _close(scores, self.close)).any(dim=1) | (probed > best)
         typical = best.median()
         if self.low_share > 0 and best.numel() > 1 and typical > 0:
             outside |= best < self.low_share * typical
@@ -265,10 +265,10 @@ class GuidedSearch:
         scores, probed = scores[:, : grid.shape[0]], scores[:, grid.shape[0]:]
         best = scores.argmax(dim=1)
         edge = (best <= 1) | (best >= grid.shape[0] - 2)
-        quarter = (probed.amax(dim=1) if probes
-                   else torch.full_like(scores[:, 0], -torch.inf))
+        beyond = (probed.amax(dim=1) if probes
+                  else torch.full_like(scores[:, 0], -torch.inf))
         angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
-        return angle, edge, scores.amax(dim=1), quarter
+        return angle, edge, scores.amax(dim=1), beyond
 
     def fallback(self, a, b, sa, ref: Reference, full: Reference,
                  window_best: torch.Tensor) -> torch.Tensor:

@@ -643,19 +643,20 @@ def record_trust(run: Run, trust: dict, loss: float | None) -> None:
 def calibrate(model: AlignNet, cfg: TrainConfig, source) -> dict:
     """What a trained model needs to align, from unlabelled view triples of training data:
     the offset C (label-free for UDL; zero for the objectives trained against true angles)
-    and, for 2-vector heads, the confidence floor (see :func:`calibration.confidence_floor`).
+    and, for 2-vector heads, the confidence floor (see :func:`calibration.confidence_floor`;
+    0 for the search objective).
     Returns checkpoint entries: ``offset``, ``offset_info``, ``confidence_floor``."""
 
-    views, _ = source.sample_views(cfg.calib_groups, 3)
+    # particles against one reference (search): --refine's check of each pair's score against
+    # the batch's (guided.LOW_SHARE) finds the windows that missed, so no pair goes to the
+    # whole circle for its confidence alone (no views needed). On the strict Table 2 test
+    # stacks the floor (13-22% of the particles) changed no error and cost 10-15% of refine's
+    # speed
+    search = cfg.objective == "search"
+    views = None if search else source.sample_views(cfg.calib_groups, 3)[0]
     floor = None
     if model.cfg.head != "scalar":
-        # particles against one reference (search): --refine's check of each pair's score
-        # against the batch's (guided.LOW_SHARE) finds the windows that missed, so no pair
-        # goes to the whole circle for its confidence alone. On the strict Table 2 test
-        # stacks the floor (13-22% of the particles) changed no error and cost 10-15% of
-        # refine's speed
-        floor = (0.0 if cfg.objective == "search"
-                 else confidence_floor(model, views[:, 0], views[:, 1]))
+        floor = 0.0 if search else confidence_floor(model, views[:, 0], views[:, 1])
     if cfg.objective != "udl":
         return {"offset": 0.0, "confidence_floor": floor,
                 "offset_info": {"method": f"none ({cfg.objective} learns the angle itself)"}}
