@@ -141,8 +141,9 @@ def test_pair_making_workers_are_seeded(photo_dir, tmp_path):
 
 
 def test_symmetry_multiplies_the_head_angle():
-    """A C_n network's head angle is n times its raw one; a 2-vector keeps its length (its
-    confidence), and the config refuses nonsense."""
+    """A C_n network's head angle is n times the rotation: a direct head gives that itself, a
+    power head (checkpoints from before the option) its raw angle times n, a 2-vector keeping
+    its length (its confidence); the config refuses nonsense."""
     from udl_align.network.losses import angle_of
     from udl_align.network.models import NetConfig, multiply_angle
 
@@ -155,15 +156,44 @@ def test_symmetry_multiplies_the_head_angle():
     assert torch.equal(multiply_angle(raw[:, :1], 3, "scalar"), 3 * raw[:, :1])
     torch.manual_seed(0)
     x, y = torch.randn(2, 64, 64), torch.randn(2, 64, 64)
-    plain, double = AlignNet(preset("cpu")), AlignNet(preset("cpu", symmetry=2))
-    double.load_state_dict(plain.state_dict())  # the same weights fit any symmetry
-    plain.eval(), double.eval()
-    assert torch.allclose(double(x, y), multiply_angle(plain(x, y), 2, "vector"), atol=1e-5)
-    assert double.cfg.angle_factor == 2
+    plain = AlignNet(preset("cpu"))
+    power = AlignNet(preset("cpu", symmetry=2, symmetric_head="power"))
+    direct = AlignNet(preset("cpu", symmetry=2))
+    for double in (power, direct):  # the same weights fit any symmetry
+        double.load_state_dict(plain.state_dict())
+    plain.eval(), power.eval(), direct.eval()
+    assert torch.allclose(power(x, y), multiply_angle(plain(x, y), 2, "vector"), atol=1e-5)
+    assert torch.allclose(direct(x, y), plain(x, y), atol=1e-5)
+    assert direct.cfg.symmetric_head == "direct" and direct.cfg.angle_factor == 2
+    # a checkpoint's config from before the option: its head was a power head
+    assert NetConfig.from_dict({"symmetry": 2}).symmetric_head == "power"
     assert NetConfig.from_dict({"input": "spectrum", "symmetry": 3}).angle_factor == 6
     for bad in ({"symmetry": 0}, {"symmetry": 2, "head": "rigid"}):
         with pytest.raises(ValueError, match="symmetry"):
             NetConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="symmetric head"):
+        NetConfig.from_dict({"symmetric_head": "square"})
+
+
+def test_a_symmetric_run_from_a_model_gets_a_direct_head(tmp_path):
+    """Fine-tuning the shipped full-circle model (or any checkpoint, old ones included) into
+    a C_2 network gives it today's direct head, unless the run says otherwise."""
+    from udl_align.network.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from udl_align.network.models import NetConfig
+    from udl_align.training.loop import initial_weights
+
+    for init in ("default", tmp_path / "old.pt"):
+        if init != "default":
+            net = {k: v for k, v in preset("cpu").to_dict().items() if k != "symmetric_head"}
+            save_checkpoint(init, {"format": CHECKPOINT_FORMAT, "net": net,
+                                   "model": AlignNet(preset("cpu")).state_dict()})
+        cfg, weights = initial_weights(TrainConfig(init=str(init), net={"symmetry": 2}),
+                                       preset("cpu"))
+        assert cfg.symmetry == 2 and cfg.symmetric_head == "direct" and weights is not None
+    cfg, _ = initial_weights(TrainConfig(init="default", net={"symmetric_head": "power"}),
+                             preset("cpu"))
+    assert cfg.symmetric_head == "power"
+    assert NetConfig().symmetric_head == "direct"
 
 
 def test_train_align_evaluate_from_the_command_line(photo_dir, tmp_path, capsys):
@@ -457,7 +487,9 @@ def test_the_trust_check_of_a_network_that_knows_the_angle_modulo_180(toy_model)
     from udl_align.network.checkpoint import model_from_checkpoint
 
     state, source = toy_model
-    model = model_from_checkpoint({**state, "net": {**state["net"], "symmetry": 2}})
+    # the full-circle head read as C_2: its angle doubled, a power head
+    model = model_from_checkpoint({**state, "net": {**state["net"], "symmetry": 2,
+                                                    "symmetric_head": "power"}})
     pairs = source.sample(32)
     trust = search_agreement(NetworkAligner(model, offset=2 * state["offset"]), pairs.a,
                              pairs.b)

@@ -49,10 +49,19 @@ class NetConfig:
     input_lowpass: float = 0.0
     # in-plane symmetry order n of the particle (C_n: GroEL's side views are C2): its turns by
     # 360/n look alike, so on the full circle UDL's targets are a coin toss between n angles and
-    # it learns nothing. The head's angle is multiplied by n (the network learns the angle
-    # modulo 360/n; a network that turns with the image starts right) and the aligner tells the
-    # n candidates apart by correlation.
+    # it learns nothing. The network learns the angle modulo 360/n (its head's angle is n times
+    # the rotation) and the aligner tells the n candidates apart by correlation.
     symmetry: int = 1
+    # how a C_n network's head gives n times the rotation: "direct", its 2-vector's angle is
+    # that multiple itself; "power", its angle is the rotation, multiplied by n after (the
+    # head of a full-circle network starts right). A power head cannot be continuous: turning
+    # an exactly C_n image by 360/n must bring its rotation back to itself while adding 360/n,
+    # so somewhere on every particle's circle of turns the head must jump or pass through zero
+    # length. On GroEL (paper protocol, 6 minutes, the same stack and search poses) the power
+    # head's training loss spiked and stalled (one answer, modulo 180: 3.69 deg mean), the
+    # direct one fell smoothly (1.61; one with both parts: 1.62). Checkpoints from before the
+    # option hold power heads.
+    symmetric_head: str = "direct"
     # how the trained network aligns (``NetworkAligner.test_turns``): its angle is the circular
     # mean of its answers for the second image and its quarter turns (1: one answer; 2; 4)
     test_turns: int = 1
@@ -78,6 +87,7 @@ class NetConfig:
         names = {f for f in cls.__dataclass_fields__}
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
         clean.setdefault("mask_stride", 1)  # checkpoints from before the option: full resolution
+        clean.setdefault("symmetric_head", "power")  # and the head they were trained with
         cfg = cls(**clean)
         if cfg.input not in INPUTS:
             raise ValueError(f"unknown network input '{cfg.input}' (expected one of "
@@ -86,10 +96,14 @@ class NetConfig:
             raise ValueError(f"symmetry must be a whole number >= 1, got {cfg.symmetry}")
         if cfg.symmetry > 1 and cfg.head == "rigid":
             raise ValueError("a rigid (STN) head cannot take a symmetry order")
+        if cfg.symmetric_head not in SYMMETRIC_HEADS:
+            raise ValueError(f"unknown symmetric head '{cfg.symmetric_head}' (expected one of "
+                             f"{', '.join(SYMMETRIC_HEADS)})")
         return cfg
 
 
 INPUTS = ("image", "spectrum")
+SYMMETRIC_HEADS = ("direct", "power")
 
 PRESETS: dict[str, NetConfig] = {
     # the paper: 128 px, full width, one scalar output, FC 2000-2000-1 (for a GPU)
@@ -235,6 +249,8 @@ class AlignNet(nn.Module):
         ab = self.match(normalised_correlation(fa, fb))
         ba = self.match(normalised_correlation(fb, fa))
         out = self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
+        if self.cfg.symmetric_head == "direct":
+            return out
         return multiply_angle(out, self.cfg.symmetry, self.cfg.head)
 
 

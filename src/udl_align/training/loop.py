@@ -433,11 +433,13 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
 
     state = load_checkpoint(resolve_model_path(cfg.init))  # "default": the shipped model
     # what the network is fed, the resolution its mask module works at and the symmetry its
-    # angle is read with may change (the weights fit either); its architecture may not
+    # angle is read with may change (the weights fit either); its architecture may not. A new
+    # run's symmetric head is today's kind (the starting model's was read with its own)
     fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride", "symmetry",
-                                   "test_turns")
+                                   "test_turns", "symmetric_head")
            if k in cfg.net}
-    init_cfg = NetConfig.from_dict({**state["net"], **fed})
+    init_cfg = NetConfig.from_dict({**state["net"], "symmetric_head": NetConfig.symmetric_head,
+                                    **fed})
     if (init_cfg.head == "rigid") != (cfg.objective == "stn"):
         raise InputError(f"has a '{init_cfg.head}' head, which does not fit objective "
                          f"'{cfg.objective}'", cfg.init)
