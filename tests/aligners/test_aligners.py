@@ -223,13 +223,21 @@ def test_close_candidates_are_told_apart_at_full_resolution(textured_pairs):
     angles = torch.stack([right + 180.0, right], 1)  # the first candidate is the wrong turn
     n = len(truth)
     slightly = torch.tensor([1.0, 0.95]).repeat(n, 1)  # favours it, but within 0.1
-    angle, pick, _ = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, slightly,
-                         close=0.1)
-    assert (pick == 1).all()
+    full = prepare_reference(pb, 10)
+    angle, pick, narrowed, sides = choose(pa, full.rows, sa, ref, angles, slightly, close=0.1,
+                                          fine=True)
+    assert (pick == 1).all() and narrowed.all()
     assert g.angle_error(angle.numpy(), truth[:, 0]).max() < 1.0
+    # the polish reuses the two outer angles choose scored: the same estimates
+    assert sides is not None and torch.equal(sides.rows, torch.arange(n))
+    search = GuidedSearch(10)
+    again, reused = search.polish(pa, pb, angle, full), search.polish(pa, pb, angle, full, sides)
+    for field in ("angle", "tx", "ty", "score"):
+        np.testing.assert_allclose(getattr(again, field), getattr(reused, field), atol=1e-4)
     by_far = torch.tensor([1.0, 0.5]).repeat(n, 1)
-    _, pick, _ = choose(pa, prepare_reference(pb, 10).rows, sa, ref, angles, by_far, close=0.1)
-    assert (pick == 0).all()
+    _, pick, narrowed, sides = choose(pa, full.rows, sa, ref, angles, by_far, close=0.1,
+                                      fine=True)
+    assert (pick == 0).all() and not narrowed.any() and sides is None
 
 
 def test_guided_search_with_a_prior_known_modulo_180(textured_pairs):

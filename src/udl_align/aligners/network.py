@@ -337,8 +337,8 @@ def pick_turn(a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor, max_shift: 
     found, _ = best_angle(grid.reshape(-1, len(PICK_GRID)), scores.reshape(-1, len(PICK_GRID)),
                           PICK_GRID[1] - PICK_GRID[0], circular=False)
     # the full-resolution reference only of the pairs whose turns score alike at 64 px
-    _, pick, _ = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
-                        found.reshape(len(angle), turns), scores.amax(dim=2))
+    _, pick, _, _ = choose(a, lambda rows: prepare_reference(b[rows], max_shift), sa, ref,
+                           found.reshape(len(angle), turns), scores.amax(dim=2))
     return torch.remainder(candidates.gather(1, pick[:, None])[:, 0], 360.0)
 
 
