@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0,
                    help="processes making training pairs (for a GPU; see train --workers)")
     p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=300, help="strict: held-out particles")
+    p.add_argument("--n-test", type=int, default=1000, help="strict: held-out particles")
     p.add_argument("--n-score", type=int, default=1000,
                    help="paper: the first particles of the set that are scored")
     p.add_argument("--protocol", default="strict", choices=("strict", "paper"))
