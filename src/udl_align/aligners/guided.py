@@ -149,11 +149,12 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
 
     Also returns which pairs' angles it narrowed, and with ``fine`` their full-resolution
     scores with exact sub-pixel peaks (:class:`Sides`; at 14% more per angle than parabola
-    peaks) for the polish to reuse (``None`` without ``fine`` or where nothing was told). Which
-    peaks decide does not matter measurably: on two sets of 1000 held-out particles (seeds 99
-    and 199, strict conditions) with the strict Table 2's C2 GroEL network, 17 of 2000 went to
-    the wrong turn compared on exact peaks, 17 on parabola peaks, 16 on each candidate's
-    polished peak (``bruteforce`` 16). Some turns cannot be told by correlation at this SNR:
+    peaks) for the polish to reuse (``None`` without ``fine`` or where nothing was told). On two
+    sets of 1000 held-out particles (seeds 99 and 199, strict conditions) with the strict
+    Table 2's C2 networks, the turns compared on exact peaks went wrong for 17 of GroEL's 2000
+    particles (on parabola peaks 17, on each candidate's polished peak 16, ``bruteforce`` 16)
+    and 45 of EMPIAR-10398's (parabola peaks 53, ``bruteforce`` 54). Some turns cannot be
+    told by correlation at this SNR:
     at their best angles refined at full resolution, 5 of GroEL's 300 earlier test particles
     score higher half a turn off."""
     pick = scores.argmax(dim=1)
