@@ -154,9 +154,8 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     Table 2's C2 networks, the turns compared on exact peaks went wrong for 17 of GroEL's 2000
     particles (on parabola peaks 17, on each candidate's polished peak 16, ``bruteforce`` 16)
     and 45 of EMPIAR-10398's (parabola peaks 53, ``bruteforce`` 54). Some turns cannot be
-    told by correlation at this SNR:
-    at their best angles refined at full resolution, 5 of GroEL's 300 earlier test particles
-    score higher half a turn off."""
+    told by correlation at this SNR: at their best angles refined at full resolution, 5 of
+    the particles of a 300-particle GroEL test set score higher half a turn off."""
     pick = scores.argmax(dim=1)
     angle = angles.gather(1, pick[:, None])[:, 0].clone()
     near = _close(scores, close)
