@@ -101,7 +101,12 @@ def trained_network(name: str, star: Path, reference: Path, args, out: Path,
                   "symmetry": state["net"].get("symmetry", 1), "trust": state.get("trust")}
 
 
-def methods_for(path: Path | None) -> dict:
+def methods_for(path: Path | None, a: np.ndarray, b: np.ndarray) -> tuple[dict, dict | None]:
+    """The network's aligners (with ``path``) and the classical ones, for the pairs ``a``,
+    ``b``. As ``udl-align align`` does, each network aligner has its trust check on a seeded
+    sample of the pairs it is about to align (no labels; untimed): it may distrust the
+    network, and it chooses the filter through which turns are told apart. Returns the
+    aligners and the trust check's record (``None`` without a network)."""
     methods = {}
     if path is not None:
         methods = {"network": make_aligner("network", model=path, max_shift=MAX_SHIFT),
@@ -110,8 +115,9 @@ def methods_for(path: Path | None) -> dict:
         if methods["network"].test_turns > 1:  # also its single answer, for the cost
             methods[ONE_ANSWER] = make_aligner("network", model=path, max_shift=MAX_SHIFT,
                                                test_turns=1)
+        checks = [aligner.check_trust(a, b) for aligner in methods.values()]
     methods.update({m: make_aligner(m, max_shift=MAX_SHIFT) for m in CLASSICAL})
-    return methods
+    return methods, (checks[0] if path is not None else None)
 
 
 def read_all(star: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +142,10 @@ def strict_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict | N
     b, truth = read_all(test_star)
     reference = read_reference(test_star.with_name(f"{name}_test_reference.mrc"), b.shape[-1])
     a = np.repeat(reference[None], len(b), axis=0)
-    runs = run_side_by_side(methods_for(path), a, b, repeats=2, progress=not args.quiet,
-                            desc=name)
+    methods, check = methods_for(path, a, b)
+    if info is not None:
+        info["align_trust"] = check  # the trust check on the pairs aligned here
+    runs = run_side_by_side(methods, a, b, repeats=2, progress=not args.quiet, desc=name)
     row = {m: score(truth[:, 0], truth[:, 1], truth[:, 2], est.angle, est.tx, est.ty, sec)
            for m, (est, sec) in runs.items()}
     return row, info
@@ -171,8 +179,10 @@ def paper_row(name: str, args, out: Path, models: dict) -> tuple[dict, dict | No
     b, truth = b[: args.n_score], truth[: args.n_score]  # the first particles of the set
     reference = read_reference(average, b.shape[-1])
     a = np.repeat(reference[None], len(b), axis=0)
-    runs = run_side_by_side(methods_for(path), a, b, repeats=1, progress=not args.quiet,
-                            desc=name)
+    methods, check = methods_for(path, a, b)
+    if info is not None:
+        info["align_trust"] = check  # the trust check on the pairs aligned here
+    runs = run_side_by_side(methods, a, b, repeats=1, progress=not args.quiet, desc=name)
     true_rel = np.diff(truth[:, 0])
     row = {}
     for m, (est, sec) in runs.items():
@@ -327,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
               "consecutive particles modulo 180 deg after one truth-fitted offset; "
               f"{report['threads']} torch threads")
     for name, info in trained.items():
-        trust = info["trust"] or {}
+        trust, here = info["trust"] or {}, info.get("align_trust") or {}
+        turns = ("" if here.get("turn_lowpass") is None else
+                 f", turns told apart through the pre-filter {here['turn_lowpass']:g} (0: none)")
         print(f"  {name}: objective {info['objective']}, symmetry {info['symmetry']}, "
               f"{info['steps']} steps, "
-              f"{info['minutes']:.1f} min, trust check {trust.get('agreement', float('nan')):.0%}")
+              f"{info['minutes']:.1f} min, trust check {trust.get('agreement', float('nan')):.0%}"
+              f" (on the pairs aligned: {here.get('agreement', float('nan')):.0%}{turns})")
     print(synthetic_table(results, methods))
     if real is not None:
         print("\nReal stacks, aligned to their reference-free (bruteforce) average:")

@@ -5,6 +5,7 @@ import torch
 from udl_align import geometry as g
 from udl_align.aligners import CLASSICAL, BruteForce, Emaf, make_aligner
 from udl_align.aligners.correlation import (
+    Preprocess,
     cross_spectra,
     fine_peaks,
     ncc_window,
@@ -205,6 +206,13 @@ def test_guided_search_scores_the_turns_of_a_near_symmetric_view(textured_pairs)
     assert errors(GuidedSearch(10, probes=())(pa, pb, far), truth)[0].min() > 170.0
     modulo = torch.tensor(truth[:, 0] + 180.0 * (np.arange(len(truth)) % 2) + 4.0).float()
     assert errors(GuidedSearch(10)(pa, pb, modulo, turns=2, alike=True), truth)[0].max() < 0.2
+    # the full-resolution stages through another filter (none): the same answers
+    a, _, _ = textured_pairs
+    a = a + 0.9 * np.rot90(a, 2, axes=(-2, -1))
+    b = np.stack([g.apply(x, tuple(t)) for x, t in zip(a, truth, strict=True)])
+    unfiltered = tuple(Preprocess(None)(torch.from_numpy(x)) for x in (a, b))
+    found = GuidedSearch(10)(pa, pb, modulo, turns=2, alike=True, full=unfiltered)
+    assert errors(found, truth)[0].max() < 0.2
     pa, pb, truth = guided_inputs(textured_pairs)[1:]
     one_off = torch.tensor(truth[:, 0] + np.where(np.arange(len(truth)) == 7, 70.0, 2.0)).float()
     blind = GuidedSearch(10, probes=(), low_share=0.0)(pa, pb, one_off)
@@ -374,6 +382,12 @@ def test_a_network_half_a_turn_off_has_its_turns_checked(textured_pairs, tmp_pat
     info = aligner.check_trust(a, b)
     assert info["half_turn_share"] > 0.5 and info["turn_agreement"] > 0.5
     assert confuses_half_turns(info) and aligner.half_turns
+    # the filter its turns are told apart through is chosen there from 16 pairs or more
+    assert "turn_lowpass" not in info and aligner.turn_preprocess is aligner.preprocess
+    info = aligner.check_trust(np.concatenate([a, a]), np.concatenate([b, b]))
+    assert set(info["turn_separation"]) == {"0.25", "0.5", "0"}
+    assert aligner.turn_preprocess.lowpass == (info["turn_lowpass"] or None)
+    assert np.median(errors(aligner.estimate(a, b), truth)[0]) < 10.0
     assert np.median(errors(aligner.estimate(a, b), truth)[0]) < 10.0
     assert confuses_half_turns({"half_turn_share": 0.09, "agreement": 0.64})
     assert not confuses_half_turns({"half_turn_share": 0.02, "agreement": 0.9})
@@ -420,3 +434,44 @@ def test_test_time_quarter_turns_are_exact_and_averaged(textured_pairs):
         single.estimate(a, b), truth)[0].mean() + 0.5
     with pytest.raises(ValueError, match="1, 2 or 4"):
         NetworkAligner(untrained, test_turns=3)
+
+
+def two_fold_with_detail(width: float, height: float, sigma: float, seed: int = 0):
+    """A two-fold particle (a ring and a centre) plus one off-centre blob of ``width`` px
+    and ``height`` (which alone tells its turns apart), turned and shifted at random in 64
+    noisy copies (white noise of ``sigma``); returns the references, the copies and the
+    true angles."""
+    n, k = 64, 64
+    yy, xx = g.centred_grid(n)
+    ring = np.exp(-((np.hypot(xx, yy) - 14) ** 2) / 18) + np.exp(-(xx**2 + yy**2) / 30)
+    blob = np.exp(-((xx - 9) ** 2 + (yy - 5) ** 2) / (2 * width**2))
+    ref = (ring + height * blob).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 360, k)
+    b = np.stack([g.apply(ref, (t, *rng.uniform(-3, 3, 2))) for t in truth])
+    b = (b + sigma * rng.standard_normal(b.shape)).astype(np.float32)
+    return (torch.from_numpy(np.repeat(ref[None], k, 0)), torch.from_numpy(b),
+            torch.tensor(truth, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("width, height, sigma, wanted", [(0.8, 3.0, 0.5, {0.5, 0.0}),
+                                                          (6.0, 1.0, 2.0, {0.25})])
+def test_turns_are_told_apart_through_the_filter_that_keeps_their_difference(
+        width, height, sigma, wanted):
+    """Where a particle's turns differ in fine detail (a 0.8 px blob) a wider filter than the
+    shared one tells them apart better; where they differ in a broad blob (6 px) under more
+    noise, the shared filter does (the detail only adds noise). Chosen without labels from
+    the poses' contrast between turns (at the true poses here)."""
+    from udl_align.aligners.correlation import turn_contrast, turn_separation
+    from udl_align.aligners.network import turn_filter
+
+    ta, tb, truth = two_fold_with_detail(width, height, sigma)
+    chosen = turn_filter(ta, tb, truth, 6, 2, 0.25)
+    assert chosen["turn_lowpass"] in wanted, chosen
+    # the contrast is positive at the true poses and negative half a turn off
+    pre = Preprocess(chosen["turn_lowpass"] or None)
+    right = turn_contrast(pre(ta), pre(tb), truth, 6)
+    assert (right > 0).float().mean() > 0.9
+    assert torch.allclose(turn_contrast(pre(ta), pre(tb), truth + 180.0, 6), -right, atol=1e-4)
+    assert turn_separation(right) > 2.0
+    assert turn_filter(ta[:8], tb[:8], truth[:8], 6, 2, 0.25) == {}  # too few pairs

@@ -215,7 +215,8 @@ class GuidedSearch:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
                  unsure: torch.Tensor | None = None, turns: int = 1,
-                 alike: bool = False) -> Estimate:
+                 alike: bool = False,
+                 full: tuple[torch.Tensor, torch.Tensor] | None = None) -> Estimate:
         """``a``, ``b`` pre-processed ``(B, N, N)``; ``prior`` ``(B,)`` degrees; ``unsure``
         ``(B,)`` bool: pairs whose prior is not to be trusted (they get the whole circle).
         ``turns``: the prior is known only modulo ``360 / turns`` (a network for a C_n
@@ -224,12 +225,15 @@ class GuidedSearch:
         each turn gets a window of its own (a spectrum network on a photograph, whose turns
         differ). ``half_turn``: a full-circle prior may also be half a turn off (a network
         that confuses the turns of a near-symmetric particle): its best is scored turned by
-        180 deg too. The turns are told apart by :func:`choose`."""
+        180 deg too. The turns are told apart by :func:`choose`. ``full``: ``a`` and ``b``
+        through another pre-filter for the stages at full resolution (the turns and the
+        polish; e.g. the one a network's trust check chose to tell its turns apart)."""
         n = a.shape[-1]
         m = cropped_size(n, self.search_size)
         sa, sb = fourier_crop(a, m), fourier_crop(b, m)
         ref = prepare_reference(sb, self.max_shift * m / n)
-        full = prepare_reference(b, self.max_shift)
+        fa, fb = (a, b) if full is None else full
+        full = prepare_reference(fb, self.max_shift)
         prior = prior.to(a.dtype)
         turns = max(int(turns), 1)
         step = 360.0 / turns
@@ -256,7 +260,7 @@ class GuidedSearch:
             angles, edges, scores = (torch.stack([w[i] for w in windows], 1) for i in range(3))
         # the polish's outer angles are choose's (the same step either side): scored once
         reuse = FULL_OFFSETS == (-self.polish_step, self.polish_step)
-        angle, _, narrowed, sides = choose(a, full.rows, sa, ref, angles, scores, self.close,
+        angle, _, narrowed, sides = choose(fa, full.rows, sa, ref, angles, scores, self.close,
                                            fine=reuse)
         best = scores.amax(dim=1)
         # the truth may lie outside the window: the window's best, if it is the chosen one or
@@ -270,7 +274,7 @@ class GuidedSearch:
         if need.any():
             rows = need.nonzero()[:, 0]
             angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows),
-                                        full.rows(rows), angle[rows])
+                                        full.rows(rows), angle[rows], fa[rows])
             narrowed[rows] = False
         # still at the search size, where choose has not narrowed the angle already
         rows = (~narrowed).nonzero()[:, 0]
@@ -279,7 +283,7 @@ class GuidedSearch:
         if sides is not None:  # not those whose angle the fallback replaced
             kept = narrowed[sides.rows]
             sides = Sides(*(v[kept] for v in sides))
-        return self.polish(a, b, angle, full, sides)
+        return self.polish(fa, fb, angle, full, sides)
 
     def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor,
                probes: tuple[float, ...] = ()):
@@ -302,10 +306,11 @@ class GuidedSearch:
         return angle, edge, scores.amax(dim=1), beyond
 
     def fallback(self, a, b, sa, ref: Reference, full: Reference,
-                 window_best: torch.Tensor) -> torch.Tensor:
+                 window_best: torch.Tensor, fa: torch.Tensor | None = None) -> torch.Tensor:
         """The whole circle, cheaply: coarse on small images, the best peaks (and the window's
         best) re-scored +-``verify`` deg at the search size, the closest told apart at full
-        resolution (:func:`choose`, at the angles found here)."""
+        resolution (:func:`choose`, at the angles found here; ``fa`` against ``full``, ``fa``
+        by default ``a``)."""
         n = a.shape[-1]
         q = cropped_size(n, self.fallback_size)
         qa, qb = fourier_crop(a, q), fourier_crop(b, q)
@@ -322,8 +327,8 @@ class GuidedSearch:
         c, w = grid.shape[1], grid.shape[2]
         angles, _ = best_angle(grid.reshape(-1, w), scores.reshape(-1, w), self.verify_step,
                                circular=False)
-        return choose(a, full.rows, sa, ref, angles.reshape(-1, c), scores.amax(dim=2),
-                      self.close, narrow=False)[0]
+        return choose(a if fa is None else fa, full.rows, sa, ref, angles.reshape(-1, c),
+                      scores.amax(dim=2), self.close, narrow=False)[0]
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
                ref: Reference | None = None, sides: Sides | None = None) -> Estimate:
