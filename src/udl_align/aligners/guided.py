@@ -153,9 +153,11 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     sets of 1000 held-out particles (seeds 99 and 199, strict conditions) with the strict
     Table 2's C2 networks, the turns compared on exact peaks went wrong for 17 of GroEL's 2000
     particles (on parabola peaks 17, on each candidate's polished peak 16, ``bruteforce`` 16)
-    and 45 of EMPIAR-10398's (parabola peaks 53, ``bruteforce`` 54). Some turns cannot be
-    told by correlation at this SNR: at their best angles refined at full resolution, 5 of
-    the particles of a 300-particle GroEL test set score higher half a turn off."""
+    and 45 of EMPIAR-10398's (parabola peaks 53, ``bruteforce`` 54), all through the shared
+    pre-filter. Through the one a network's trust check chooses (``a`` and ``full`` may come
+    through another pre-filter than ``sa`` and ``ref``;
+    :func:`udl_align.aligners.network.turn_filter`), none of GroEL's 1000 (seed 99) went
+    wrong."""
     pick = scores.argmax(dim=1)
     angle = angles.gather(1, pick[:, None])[:, 0].clone()
     near = _close(scores, close)
