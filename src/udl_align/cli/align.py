@@ -53,8 +53,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "degrees (default 15)")
     parser.add_argument("--confidence-floor", type=float, default=None,
                         help="with --refine: pairs whose network confidence (output length) "
-                        "is below this get the whole-circle search (default: the model's, "
-                        "set at training; 0 turns it off)")
+                        "is below this get the whole-circle search (default: the model's; 0, "
+                        "none, for models trained by this version and the shipped one)")
     parser.add_argument("--test-turns", type=int, default=None, choices=(1, 2, 4),
                         help="with --model: the network's angle is the circular mean of its "
                         "answers for each image and its quarter turns (cost: that many "

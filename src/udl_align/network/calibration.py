@@ -20,10 +20,7 @@ import torch
 from udl_align.geometry import circular_mean, wrap360
 from udl_align.network.inputs import model_input
 from udl_align.network.models import AlignNet
-from udl_align.network.predict import predict_angles, predict_outputs
-
-#: share of (unlabelled, training-like) pairs whose output is shorter than the floor
-CONFIDENCE_QUANTILE = 0.15
+from udl_align.network.predict import predict_angles
 
 
 def _prepared(model: AlignNet, images: np.ndarray) -> torch.Tensor:
@@ -65,12 +62,3 @@ def confidence(outputs: torch.Tensor) -> torch.Tensor:
     """How sure a 2-vector head is: the length of its (cos, sin) output. Trained towards 1,
     it shrinks where the network hesitates between angles (their vectors average out)."""
     return outputs[:, :2].norm(dim=1)
-
-
-def confidence_floor(model: AlignNet, a: np.ndarray, b: np.ndarray,
-                     quantile: float = CONFIDENCE_QUANTILE) -> float:
-    """The ``quantile`` of the confidence over unlabelled pairs: ``align --refine`` searches
-    the whole circle for pairs below it. On held-out COCO the least confident 15% of pairs
-    held nearly every error above 30 deg of the shipped model."""
-    out = predict_outputs(model, _prepared(model, a), _prepared(model, b))
-    return float(np.quantile(confidence(out).numpy(), quantile))
