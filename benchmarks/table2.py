@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, info in trained.items():
         trust, here = info["trust"] or {}, info.get("align_trust") or {}
         turns = ("" if here.get("turn_lowpass") is None else
-                 f", turns told apart through the pre-filter {here['turn_lowpass']:g} (0: none)")
+                 f", full resolution through the pre-filter {here['turn_lowpass']:g} (0: none)")
         print(f"  {name}: objective {info['objective']}, symmetry {info['symmetry']}, "
               f"{info['steps']} steps, "
               f"{info['minutes']:.1f} min, trust check {trust.get('agreement', float('nan')):.0%}"

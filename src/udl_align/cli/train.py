@@ -250,8 +250,9 @@ def summary(state: dict, out: str) -> str:
                          f"agrees on the full circle on {trust['turn_agreement']:.0%}")
         if trust.get("turn_lowpass") is not None:
             seen = ", ".join(f"{k}: {v:.2f}" for k, v in trust["turn_separation"].items())
-            lines.append(f"trust check: turns are told apart through the pre-filter "
-                         f"{trust['turn_lowpass']:g} (0: none; separation by filter {seen})")
+            lines.append(f"trust check: align's full-resolution stages (turns, polish) see "
+                         f"the images through the pre-filter {trust['turn_lowpass']:g} (0: "
+                         f"none; turn separation by filter {seen})")
     reason = untrusted(info, trust)
     if reason:
         lines.append(f"udl-align train: warning: {out}: {reason}: it did not learn; align "
