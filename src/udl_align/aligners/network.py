@@ -55,8 +55,8 @@ MIN_AGREEMENT = 0.5
 #: this share of the trust check's pairs (the turns of a near-symmetric particle confuse it)
 #: has each angle's turn checked by correlation (:func:`pick_turn`), as a C2 network has
 HALF_TURN_SHARE = 0.05
-#: the trust check chooses, from at least this many of its pairs, the pre-filter through which
-#: the turns are told apart at full resolution (:func:`turn_filter`)
+#: the trust check chooses, from at least this many of its pairs, the pre-filter of the
+#: full-resolution stages (:func:`turn_filter`)
 MIN_TURN_PAIRS = 16
 
 
@@ -125,8 +125,9 @@ class NetworkAligner(Aligner):
         return aligner
 
     def use_turn_filter(self, trust: dict | None) -> None:
-        """Tell turns apart through the pre-filter a trust check chose (``turn_lowpass``: a
-        Gaussian's sigma as a share of Nyquist, 0 for none), where it chose one."""
+        """See the images at full resolution through the pre-filter a trust check chose
+        (``turn_lowpass``: a Gaussian's sigma as a share of Nyquist, 0 for none), where it
+        chose one."""
         if trust and trust.get("turn_lowpass") is not None:
             self.turn_preprocess = Preprocess(trust["turn_lowpass"] or None)
 
