@@ -308,11 +308,11 @@ class GuidedSearch:
         return angle, edge, scores.amax(dim=1), beyond
 
     def fallback(self, a, b, sa, ref: Reference, full: Reference,
-                 window_best: torch.Tensor, fa: torch.Tensor | None = None) -> torch.Tensor:
+                 window_best: torch.Tensor, fa: torch.Tensor) -> torch.Tensor:
         """The whole circle, cheaply: coarse on small images, the best peaks (and the window's
         best) re-scored +-``verify`` deg at the search size, the closest told apart at full
-        resolution (:func:`choose`, at the angles found here; ``fa`` against ``full``, ``fa``
-        by default ``a``)."""
+        resolution (:func:`choose`, at the angles found here; ``fa``, ``a`` through the
+        full-resolution stages' pre-filter, against ``full``)."""
         n = a.shape[-1]
         q = cropped_size(n, self.fallback_size)
         qa, qb = fourier_crop(a, q), fourier_crop(b, q)
@@ -329,8 +329,8 @@ class GuidedSearch:
         c, w = grid.shape[1], grid.shape[2]
         angles, _ = best_angle(grid.reshape(-1, w), scores.reshape(-1, w), self.verify_step,
                                circular=False)
-        return choose(a if fa is None else fa, full.rows, sa, ref, angles.reshape(-1, c),
-                      scores.amax(dim=2), self.close, narrow=False)[0]
+        return choose(fa, full.rows, sa, ref, angles.reshape(-1, c), scores.amax(dim=2),
+                      self.close, narrow=False)[0]
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
                ref: Reference | None = None, sides: Sides | None = None) -> Estimate:

@@ -135,9 +135,7 @@ class NetworkAligner(Aligner):
         """``ta``, ``tb`` through the turn filter (:attr:`turn_preprocess`), for the stages at
         full resolution (where a network's turns are told apart, and the polish); ``None``
         where it is the shared pre-filter."""
-        if self.turn_preprocess.lowpass == self.preprocess.lowpass:
-            return None
-        return self.turn_preprocess(ta), self.turn_preprocess(tb)
+        return _views_through(self.turn_preprocess, self.preprocess, ta, tb)
 
     @torch.no_grad()
     def network_estimate(self, a: torch.Tensor, b: torch.Tensor, test_turns: int | None = None):
@@ -292,8 +290,8 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
                          max(turns, 2), network.preprocess.lowpass)
     if turns > 1 or half_turn_share >= HALF_TURN_SHARE:
         lowpass = chosen.get("turn_lowpass")
-        views = (None if lowpass is None or (lowpass or None) == network.preprocess.lowpass
-                 else (Preprocess(lowpass or None)(ta), Preprocess(lowpass or None)(tb)))
+        views = (None if lowpass is None else
+                 _views_through(Preprocess(lowpass or None), network.preprocess, ta, tb))
         pa, pb = network.preprocess(ta), network.preprocess(tb)
         picked = pick_turn(pa, pb, angle, s, max(turns, 2), views)
         turn_agreement = float(np.mean(within(picked, 360.0) <= tolerance))
@@ -302,6 +300,15 @@ def search_agreement(network: NetworkAligner, a, b, tolerance: float = TRUST_TOL
             "chance": min(2.0 * tolerance / period, 1.0),
             "median_difference_deg": float(np.median(diff)),
             "half_turn_share": half_turn_share, "turn_agreement": turn_agreement, **chosen}
+
+
+def _views_through(view: Preprocess, shared: Preprocess, ta: torch.Tensor, tb: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``ta``, ``tb`` through the pre-filter ``view``, or ``None`` where it is ``shared``
+    (the images the aligner pre-processed already serve)."""
+    if view.lowpass == shared.lowpass:
+        return None
+    return view(ta), view(tb)
 
 
 def turn_filters(lowpass: float | None) -> tuple[float | None, ...]:
