@@ -41,8 +41,8 @@ import torch.nn.functional as F
 #: of a 128 px image; continuous noise puts 2 pixels there, salt-and-pepper 0.1 about 19%
 MIN_SHARE = 0.005
 #: roughness above which an image's non-extreme pixels count as noisy: measured on held-out
-#: photographs, clean ones (and clean ones under salt-and-pepper) 0.09-0.69, Gaussian noise at
-#: SNR 0.5 and below 0.81-1.0
+#: photographs, Gaussian noise at SNR 0.5 and below 0.81-1.0; clean ones under salt-and-pepper
+#: 0.08-0.85, median 0.24, 98% below (the finest textures above it get the whole-image median)
 NOISY = 0.75
 
 
@@ -73,19 +73,22 @@ def median3(x: torch.Tensor) -> torch.Tensor:
     return mx(mn(lows, middles), mn(mx(lows, middles), highs))
 
 
-def roughness(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def roughness(x: torch.Tensor, valid: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """Per image ``(B,)``: the noise level of the pixels marked ``valid``, from the
     differences of valid horizontal and vertical neighbours (``sqrt(mean(d^2) / 2)``, which is
     the standard deviation of white noise), over their standard deviation. About 1 for white
-    noise, well below for a clean photograph."""
-    pairs = [(x[..., :, 1:] - x[..., :, :-1], valid[..., :, 1:] & valid[..., :, :-1]),
-             (x[..., 1:, :] - x[..., :-1, :], valid[..., 1:, :] & valid[..., :-1, :])]
+    noise, well below for a clean photograph. ``stride``: only every ``stride``-th row (and
+    column, for the vertical neighbours) counts, a sample that is plenty for a ratio."""
+    rows, cols = (slice(None, None, stride), slice(None)), (slice(None), slice(None, None, stride))
+    xr, vr, xc, vc = x[:, rows[0]], valid[:, rows[0]], x[..., cols[1]], valid[..., cols[1]]
+    pairs = [(xr[..., :, 1:] - xr[..., :, :-1], vr[..., :, 1:] & vr[..., :, :-1]),
+             (xc[..., 1:, :] - xc[..., :-1, :], vc[..., 1:, :] & vc[..., :-1, :])]
     sq = sum((d * d * m).sum(dim=(-2, -1)) for d, m in pairs)
     count = sum(m.sum(dim=(-2, -1)) for _, m in pairs).clamp_min(1)
-    w = valid.to(x.dtype)
+    w = vr.to(x.dtype)
     n = w.sum(dim=(-2, -1)).clamp_min(2)
-    mean = (x * w).sum(dim=(-2, -1)) / n
-    var = (((x - mean[:, None, None]) ** 2) * w).sum(dim=(-2, -1)) / (n - 1)
+    mean = (xr * w).sum(dim=(-2, -1)) / n
+    var = (((xr - mean[:, None, None]) ** 2) * w).sum(dim=(-2, -1)) / (n - 1)
     return torch.sqrt(sq / count / 2.0) / var.clamp_min(1e-12).sqrt()
 
 
@@ -99,6 +102,34 @@ def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None) -> torch.Tens
     return ((x == lo) | (x == hi)) & (med != x)
 
 
+def _filled(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor, sigma: float
+            ) -> torch.Tensor:
+    """The values :func:`fill_impulses` gives the pixels marked in ``at``, in the order of
+    ``x[at]``."""
+    r = int(math.ceil(4 * sigma))
+    d = torch.arange(-r, r + 1, device=x.device)
+    w = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2).to(x.dtype) / (2.0 * sigma**2))
+    w = (w / w.sum()).reshape(-1)
+    b, n, m = x.shape
+    valid = (~impulses).to(x.dtype)
+    # the image's unmarked pixels and their weights, zero-padded by r: one flat index per window
+    kept = F.pad(x * valid, (r, r, r, r)).reshape(-1)
+    weight = F.pad(valid, (r, r, r, r)).reshape(-1)
+    width = m + 2 * r
+    window = (d[:, None] * width + d[None, :]).reshape(-1)
+    image, row, col = at.nonzero(as_tuple=True)
+    index = ((image * (n + 2 * r) + row + r) * width + col + r)[:, None] + window
+    # a sum per row, not a matrix product: the same answer for an image in any batch
+    num = (torch.take(kept, index) * w).sum(dim=1)
+    den = (torch.take(weight, index) * w).sum(dim=1)
+    alone = den <= 1e-3
+    values = num / den.clamp_min(1e-3)
+    if alone.any():  # no unmarked neighbour: the mean of the image's unmarked pixels
+        image_mean = (x * valid).sum(dim=(-2, -1)) / valid.sum(dim=(-2, -1)).clamp_min(1)
+        values = torch.where(alone, image_mean[image], values)
+    return values
+
+
 def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor | None = None,
                   sigma: float = 1.0) -> torch.Tensor:
     """``x`` with the pixels marked in ``at`` (default: all of ``impulses``) replaced by the
@@ -110,28 +141,17 @@ def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor | No
     few hundred pixels of an image at most (the impulses whose 3x3 median is itself at an
     extreme), where a whole-image convolution by FFT cost 3-8 times as much."""
     at = impulses if at is None else at
-    r = int(math.ceil(4 * sigma))
-    d = torch.arange(-r, r + 1, device=x.device)
-    w = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2).to(x.dtype) / (2.0 * sigma**2))
-    w = (w / w.sum()).reshape(-1)
-    b, n, m = x.shape
-    valid = ~impulses
-    # the image and the unmarked pixels' weights, zero-padded by r: one flat index per window
-    kept = F.pad(torch.where(valid, x, 0.0), (r, r, r, r)).reshape(-1)
-    weight = F.pad(valid.to(x.dtype), (r, r, r, r)).reshape(-1)
-    width = m + 2 * r
-    window = (d[:, None] * width + d[None, :]).reshape(-1)
-    image, row, col = at.nonzero(as_tuple=True)
-    centre = (image * (n + 2 * r) + row + r) * width + col + r
-    index = centre[:, None] + window
-    # a sum per row, not a matrix product: the same answer for an image in any batch
-    num = (torch.take(kept, index) * w).sum(dim=1)
-    den = (torch.take(weight, index) * w).sum(dim=1)
-    count = valid.sum(dim=(-2, -1)).clamp_min(1)
-    image_mean = kept.reshape(b, -1).sum(dim=1) / count
     out = x.clone()
-    out[image, row, col] = torch.where(den > 1e-3, num / den.clamp_min(1e-3), image_mean[image])
+    out[at] = _filled(x, impulses, at, sigma)
     return out
+
+
+#: :func:`roughness` of the repair looks at every other row and column: the noise level over
+#: the spread is a ratio that a quarter of the pixel pairs measure well. On 1600 held-out
+#: photographs under salt-and-pepper (both generators) it decided as the full count for every
+#: image (every fourth row and column: for all but two, whose ratios lay within 0.05 of
+#: ``NOISY``)
+ROUGHNESS_STRIDE = 2
 
 
 def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
@@ -150,16 +170,21 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
         return x
     sub, ext = flat[hit], extreme[hit]
     med = median3(sub)
-    clean_rest = roughness(sub, ~ext) < noisy
+    clean_rest = roughness(sub, ~ext, ROUGHNESS_STRIDE) < noisy
     out = flat.clone()
-    out[hit] = med  # the other pixels are noisy: the whole image's median
+    if not clean_rest.all():  # the other pixels are noisy: the whole image's median
+        rows = (~clean_rest).nonzero()[:, 0]
+        out[hit[rows]] = med[rows]
     if clean_rest.any():  # the other pixels are smooth: a switching median
         rows = clean_rest.nonzero()[:, 0]
-        sub, med = sub[rows], med[rows]
-        impulses = impulse_mask(sub, med)
+        sub, med, ext = sub[rows], med[rows], ext[rows]
+        impulses = ext & (med != sub)  # as impulse_mask: at an extreme, changed by the median
         # a median that is itself an impulse's value: the mean of the neighbours that are not
         stuck = impulses & ((med == lo[hit][rows]) | (med == hi[hit][rows]))
-        out[hit[rows]] = fill_impulses(torch.where(impulses, med, sub), impulses, stuck)
+        fixed = torch.where(impulses, med, sub)
+        if stuck.any():
+            fixed[stuck] = _filled(fixed, impulses, stuck, 1.0)
+        out[hit[rows]] = fixed
     return out.reshape(shape)
 
 
