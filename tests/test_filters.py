@@ -75,3 +75,36 @@ def test_roughness_tells_a_photograph_from_noise(photo):
     noise = torch.randn(1, 128, 128, generator=torch.Generator().manual_seed(0))
     every = torch.ones(1, 128, 128, dtype=torch.bool)
     assert roughness(clean, every)[0] < 0.5 < NOISY < roughness(noise, every)[0]
+
+
+def test_fill_is_the_normalised_convolution_at_the_marked_pixels(photo):
+    from scipy import ndimage
+
+    from udl_align.filters import fill_impulses
+
+    rng = np.random.default_rng(6)
+    x = photo[:48, :48].astype(np.float64)[None]
+    impulses = rng.random(x.shape) < 0.3
+    impulses[0, :9, :9] = True  # a corner with no unmarked neighbour in reach
+    at = impulses & (rng.random(x.shape) < 0.5)
+    d = np.arange(-4, 5)
+    kernel = np.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / 2.0)
+    valid = (~impulses[0]).astype(np.float64)
+    num = ndimage.convolve(x[0] * valid, kernel, mode="constant")
+    den = ndimage.convolve(valid, kernel, mode="constant")
+    expected = np.where(den > 1e-3 * kernel.sum(), num / np.maximum(den, 1e-12),
+                        (x[0] * valid).sum() / valid.sum())
+    out = fill_impulses(torch.from_numpy(x), torch.from_numpy(impulses),
+                        torch.from_numpy(at)).numpy()
+    assert np.allclose(out[at], expected[at[0]], atol=1e-9)
+    assert np.array_equal(out[~at], x[~at])  # nothing else moves
+    assert at[0, :5, :5].any() and np.allclose(out[0, :5, :5][at[0, :5, :5]],
+                                               (x[0] * valid).sum() / valid.sum())
+
+
+def test_roughness_on_a_sample_of_rows_and_columns(photo):
+    clean = torch.from_numpy(photo[:128, :128].copy())[None]
+    noise = torch.randn(1, 128, 128, generator=torch.Generator().manual_seed(1))
+    for x in (clean, noise):
+        every = torch.ones_like(x, dtype=torch.bool)
+        assert abs(float(roughness(x, every, 2)[0] - roughness(x, every)[0])) < 0.05
