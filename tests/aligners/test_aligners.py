@@ -286,8 +286,14 @@ class FixedOutputs(torch.nn.Module):
         self.cfg = preset("cpu")
         self.outputs = torch.nn.Parameter(outputs, requires_grad=False)
 
+    def embed(self, x):
+        return x
+
+    def compare(self, fa, fb):
+        return self.outputs[: fa.shape[0]]
+
     def forward(self, a, b):
-        return self.outputs[: a.shape[0]]
+        return self.compare(a, b)
 
 
 def test_refine_sends_unsure_pairs_to_the_whole_circle(textured_pairs):

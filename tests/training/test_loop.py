@@ -75,6 +75,21 @@ def test_mask_module_stride_and_old_checkpoints():
     assert NetConfig.from_dict({"size": 64}).mask_stride == 1  # a config without the field
 
 
+def test_one_image_against_several_is_embedded_once():
+    from udl_align.network.predict import predict_against_each, predict_outputs
+
+    torch.manual_seed(1)
+    net = AlignNet(preset("cpu")).eval()
+    a = torch.randn(5, 64, 64)
+    bs = [torch.randn(5, 64, 64) for _ in range(3)]
+    calls = []
+    net.embed = lambda x, embed=net.embed: calls.append(len(x)) or embed(x)
+    each = predict_against_each(net, a, bs, batch=2)  # batches of 2, 2 and 1
+    assert len(calls) == 3 * 4  # per batch of a: a once, then each of the three
+    for b, out in zip(bs, each, strict=True):
+        assert torch.allclose(out, predict_outputs(net, a, b), atol=1e-5)
+
+
 def test_folding_batchnorm_keeps_the_outputs():
     from udl_align.network.models import fused_for_inference
 

@@ -37,7 +37,7 @@ from udl_align.network.checkpoint import load_checkpoint, model_from_checkpoint,
 from udl_align.network.inputs import model_input
 from udl_align.network.losses import angle_of
 from udl_align.network.models import AlignNet, fused_for_inference, to_device
-from udl_align.network.predict import predict_outputs
+from udl_align.network.predict import predict_against_each
 
 #: label-free signs that a network learned nothing (see ``calibration.offset_label_free``):
 #: ``--refine`` then takes none of its angles on trust. The shipped natural model closes 95% of
@@ -149,10 +149,12 @@ class NetworkAligner(Aligner):
         cfg = self.model.cfg
         turns = self.test_turns if test_turns is None else check_test_turns(test_turns)
         pa = model_input(cfg, a, repair=False)  # impulses already repaired (:meth:`inputs`)
+        quarters = range(0, 4, 4 // turns)
+        turned = [model_input(cfg, torch.rot90(b, q, dims=(-2, -1)) if q else b, repair=False)
+                  for q in quarters]
         votes = []
-        for quarter in range(0, 4, 4 // turns):
-            tb = torch.rot90(b, quarter, dims=(-2, -1)) if quarter else b
-            out = predict_outputs(self.model, pa, model_input(cfg, tb, repair=False))
+        for quarter, out in zip(quarters, predict_against_each(self.model, pa, turned),
+                                strict=True):
             turn = math.radians(90.0 * quarter * cfg.angle_factor)
             length = confidence(out) if cfg.head != "scalar" else torch.ones(out.shape[0])
             votes.append(length * torch.exp(1j * (torch.deg2rad(angle_of(out, cfg.head)) - turn)))

@@ -245,7 +245,12 @@ class AlignNet(nn.Module):
         return self.features(x * self.mask(x))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        fa, fb = self.embed(a), self.embed(b)
+        return self.compare(self.embed(a), self.embed(b))
+
+    def compare(self, fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+        """The head's output for two images' features (:meth:`embed`): what ``forward``
+        gives once each image is embedded, so an image compared with several others is
+        embedded once."""
         ab = self.match(normalised_correlation(fa, fb))
         ba = self.match(normalised_correlation(fb, fa))
         out = self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
