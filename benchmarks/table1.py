@@ -56,7 +56,8 @@ def table(results: dict, methods: list[str]) -> str:
 
 def network_spread(results: dict, methods: list[str]) -> str:
     """Markdown: the median and the share under 5 deg of each network method."""
-    nets = [m for m in methods if m in ("udl", "udl+refine", "supervised", "stn")]
+    nets = [m for m in methods
+            if m.split(" x")[0] in ("udl", "udl+refine", "supervised", "stn")]
     if not nets:
         return ""
     head = ["condition"] + [f"{m} {k}" for m in nets for k in ("median", "<5 deg")]
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2,
                    help="times each chunk is timed, the fastest counting (as timeit)")
     p.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=GENERATORS)
+    p.add_argument("--test-turns", nargs="*", type=int, default=[], choices=(2, 4),
+                   help="also the UDL network with test-time turns: the circular mean of its "
+                   "answers for the second image and its quarter turns (rows 'udl xN')")
     p.add_argument("--out-dir", default="results/table1")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
@@ -116,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                                   "offset": state["offset"], "offset_info": state["offset_info"]}
             methods[objective] = make_aligner("network", model=path, max_shift=10)
             if objective == "udl":
+                for turns in args.test_turns:
+                    methods[f"udl x{turns}"] = make_aligner("network", model=path, max_shift=10,
+                                                            test_turns=turns)
                 methods["udl+refine"] = make_aligner("network", model=path, max_shift=10,
-                                                                       refine=True)
+                                                     refine=True)
         for name in args.classical:
             methods[name] = make_aligner(name, max_shift=10)
         start = time.time()
