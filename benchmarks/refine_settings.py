@@ -30,12 +30,14 @@ from udl_align.pipelines.compare import GENERATORS, compare_on_photographs, plot
 
 
 def table(results: dict, names: list[str]) -> str:
-    lines = ["| condition | " + " | ".join(f"{m} mean / median deg, x bruteforce" for m in names)
-             + " |", "|" + "---|" * (len(names) + 1)]
+    lines = ["| condition | bruteforce mean / median deg | "
+             + " | ".join(f"{m} mean / median deg, x bruteforce" for m in names)
+             + " |", "|" + "---|" * (len(names) + 2)]
     for condition, per in results.items():
         base = per["bruteforce"]["pairs_per_s"]
-        cells = [f"{per[m]['mean_deg']:.2f} / {per[m]['median_deg']:.2f}, "
-                 f"{per[m]['pairs_per_s'] / base:.2f}x" for m in names]
+        cells = [f"{per['bruteforce']['mean_deg']:.2f} / {per['bruteforce']['median_deg']:.2f}"]
+        cells += [f"{per[m]['mean_deg']:.2f} / {per[m]['median_deg']:.2f}, "
+                  f"{per[m]['pairs_per_s'] / base:.2f}x" for m in names]
         lines.append(f"| {condition} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
