@@ -8,16 +8,9 @@ from udl_align.network.losses import angle_of
 from udl_align.network.models import AlignNet
 
 
-@torch.no_grad()
 def predict_outputs(model: AlignNet, a: torch.Tensor, b: torch.Tensor, batch: int = 128):
     """Raw head outputs (on CPU) for already prepared inputs, in eval mode."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(a[i : i + batch].to(dev), b[i : i + batch].to(dev)).cpu()
-           for i in range(0, len(a), batch)]
-    model.train(was_training)
-    return torch.cat(out)
+    return predict_against_each(model, a, [b], batch)[0]
 
 
 @torch.no_grad()
