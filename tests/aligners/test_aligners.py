@@ -166,6 +166,23 @@ def test_guided_search_around_a_rough_angle(textured_pairs):
     assert ang.max() < 0.2 and shift.max() < 0.3
 
 
+def test_the_window_scored_in_two_parts_finds_what_the_whole_window_finds(textured_pairs):
+    """Priors near the truth stop at the inner part; priors whose inner best lies at its edge
+    get the rest of the window: both give the whole window's answer."""
+    from udl_align.aligners.correlation import prepare_reference
+    from udl_align.filters import fourier_crop
+
+    _, pa, pb, truth = guided_inputs(textured_pairs)
+    sa, sb = fourier_crop(pa, 64), fourier_crop(pb, 64)
+    ref = prepare_reference(sb, 5.0)
+    prior = torch.tensor(truth[:, 0] + np.array([1.0, -3.0, 2.5, 12.0, -13.0, 9.5, 0.0, -11.0]))
+    whole = GuidedSearch(10, inner_span=None).window(sa, ref, prior.float(), (90.0,))
+    parts = GuidedSearch(10, inner_span=8.0).window(sa, ref, prior.float(), (90.0,))
+    for w, p in zip(whole, parts, strict=True):
+        assert torch.allclose(w.float(), p.float(), atol=1e-4)
+    assert g.angle_error(parts[0].numpy(), truth[:, 0]).max() < 1.0
+
+
 @pytest.mark.parametrize("off", [90.0, 180.0, 270.0])
 def test_guided_search_takes_the_whole_circle_when_told_or_when_it_finds_better(textured_pairs,
                                                                                off):

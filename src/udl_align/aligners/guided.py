@@ -5,7 +5,8 @@ All stages work on pre-processed images (the shared pre-filter) and score angles
 shared masked NCC (:mod:`.correlation`):
 
 1. **window**: ``prior +- span`` in ``window_step`` steps on images Fourier-cropped to
-   ``search_size`` (the size of bruteforce's coarse search), with probes at the prior turned
+   ``search_size`` (the size of bruteforce's coarse search; the outer part only where the
+   inner +-``inner_span`` peaks at its edge), with probes at the prior turned
    by a quarter and a half turn. Where the prior is known only modulo ``360 / n`` (a network
    for a C_n particle), or a full-circle network confuses half turns (its trust check says
    so), the window's best is also scored turned by each turn (a near-symmetric particle's
@@ -88,6 +89,16 @@ def cropped_size(n: int, size: int | None) -> int:
 #: synth 1.31 against 1.17 without it, bruteforce 1.24; SNR 0.05 3.07 / 2.93 / 3.00,
 #: independent 4.64 / 4.52 / 4.25), the others by at most 0.01
 LOW_SHARE = 0.7
+
+#: the window is scored first over +- this many degrees of the prior; the rest of it only for
+#: the pairs whose best there lies at one of its two outermost angles (the full window would
+#: look further). The network's angle is within a few degrees for most pairs, so most pairs
+#: score 9 angles instead of 31. On 200 held-out photograph pairs per condition (both
+#: generators, side by side) every mean stayed the same or fell (independent Gaussian SNR 0.1
+#: 1.36 -> 1.31, 0.05 4.37 -> 4.32; ``bruteforce`` 1.30, 4.25), about 8% faster on average;
+#: on the strict Table 2 test stacks every error stayed the same. ``None``: the whole window
+#: for every pair
+INNER_SPAN = 8.0
 
 #: candidates whose score at the search size lies within this share of the best's are told
 #: apart at full resolution (:func:`choose`). On the strict Table 2 test stacks (300 held-out
@@ -204,6 +215,7 @@ class GuidedSearch:
         half_turn: bool = False,
         close: float = CLOSE,
         low_share: float = LOW_SHARE,
+        inner_span: float | None = INNER_SPAN,
     ) -> None:
         self.max_shift = int(max_shift)
         self.span = float(span)
@@ -220,6 +232,7 @@ class GuidedSearch:
         self.half_turn = bool(half_turn)
         self.close = float(close)
         self.low_share = float(low_share)
+        self.inner_span = None if inner_span is None else float(inner_span)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
                  unsure: torch.Tensor | None = None, turns: int = 1,
@@ -299,13 +312,28 @@ class GuidedSearch:
         at the window's edge (the truth may lie beyond), the window's best score, and the best
         score at ``probes`` (angles from the prior, e.g. a quarter turn: a gross error of the
         prior that the window alone cannot see; ``-inf`` where none). Each image is turned to
-        its prior once; then one grid serves the batch."""
+        its prior once; then one grid serves the batch: first +-``inner_span``, then the rest
+        of the window for the pairs whose best lies at that part's edge (``INNER_SPAN``)."""
         k = int(round(self.span / self.window_step))
         grid = torch.arange(-k, k + 1, device=sa.device, dtype=sa.dtype) * self.window_step
         extra = torch.tensor(probes, device=sa.device, dtype=sa.dtype)
-        scores, _, _ = score_angles(geometry.warp(sa, prior, mode="bicubic"), ref,
-                                    torch.cat([grid, extra]), chunk=90)
-        scores, probed = scores[:, : grid.shape[0]], scores[:, grid.shape[0]:]
+        warped = geometry.warp(sa, prior, mode="bicubic")
+        inner = k if self.inner_span is None else min(k, int(round(self.inner_span
+                                                                     / self.window_step)))
+        first = grid[k - inner:k + inner + 1]
+        found, _, _ = score_angles(warped, ref, torch.cat([first, extra]), chunk=90)
+        scores = torch.full((sa.shape[0], grid.shape[0]), -torch.inf, device=sa.device,
+                            dtype=sa.dtype)
+        scores[:, k - inner:k + inner + 1] = found[:, :first.shape[0]]
+        probed = found[:, first.shape[0]:]
+        if inner < k:  # the rest of the window where the inner part's best lies near its edge
+            at = found[:, :first.shape[0]].argmax(dim=1)
+            rows = ((at <= 1) | (at >= first.shape[0] - 2)).nonzero()[:, 0]
+            if rows.numel():
+                rest = torch.cat([grid[:k - inner], grid[k + inner + 1:]])
+                more, _, _ = score_angles(warped[rows], ref.rows(rows), rest, chunk=90)
+                scores[rows, :k - inner] = more[:, :k - inner]
+                scores[rows, k + inner + 1:] = more[:, k - inner:]
         best = scores.argmax(dim=1)
         edge = (best <= 1) | (best >= grid.shape[0] - 2)
         beyond = (probed.amax(dim=1) if probes
