@@ -32,6 +32,7 @@ whole-image median (the switching filter there: 6.59 / 1.63).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -79,8 +80,8 @@ def roughness(x: torch.Tensor, valid: torch.Tensor, stride: int = 1) -> torch.Te
     the standard deviation of white noise), over their standard deviation. About 1 for white
     noise, well below for a clean photograph. ``stride``: only every ``stride``-th row (and
     column, for the vertical neighbours) counts, a sample that is plenty for a ratio."""
-    rows, cols = (slice(None, None, stride), slice(None)), (slice(None), slice(None, None, stride))
-    xr, vr, xc, vc = x[:, rows[0]], valid[:, rows[0]], x[..., cols[1]], valid[..., cols[1]]
+    every = slice(None, None, stride)
+    xr, vr, xc, vc = x[..., every, :], valid[..., every, :], x[..., every], valid[..., every]
     pairs = [(xr[..., :, 1:] - xr[..., :, :-1], vr[..., :, 1:] & vr[..., :, :-1]),
              (xc[..., 1:, :] - xc[..., :-1, :], vc[..., 1:, :] & vc[..., :-1, :])]
     sq = sum((d * d * m).sum(dim=(-2, -1)) for d, m in pairs)
@@ -92,14 +93,22 @@ def roughness(x: torch.Tensor, valid: torch.Tensor, stride: int = 1) -> torch.Te
     return torch.sqrt(sq / count / 2.0) / var.clamp_min(1e-12).sqrt()
 
 
-def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean ``(B, N, N)``: the impulses of images ``x`` ``(B, N, N)``: pixels at their
-    image's minimum or maximum that its 3x3 median (``med``, computed when not given)
-    changes."""
-    med = median3(x) if med is None else med
+def extremes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's lowest and highest value (``(B, 1, 1)``) and the pixels at either
+    (boolean ``(B, N, N)``) of images ``x`` ``(B, N, N)``."""
     lo = x.amin(dim=(-2, -1), keepdim=True)
     hi = x.amax(dim=(-2, -1), keepdim=True)
-    return ((x == lo) | (x == hi)) & (med != x)
+    return lo, hi, (x == lo) | (x == hi)
+
+
+def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None,
+                 extreme: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``(B, N, N)``: the impulses of images ``x`` ``(B, N, N)``: pixels at their
+    image's minimum or maximum (``extreme``, found when not given) that its 3x3 median
+    (``med``, computed when not given) changes."""
+    med = median3(x) if med is None else med
+    extreme = extremes(x)[2] if extreme is None else extreme
+    return extreme & (med != x)
 
 
 def _filled(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor, sigma: float
@@ -154,6 +163,31 @@ def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor | No
 ROUGHNESS_STRIDE = 2
 
 
+class RepairPlan(NamedTuple):
+    """What :func:`repair_impulses` does to a batch of images ``(B, N, N)``: their extremes
+    (``lo``, ``hi``, ``extreme`` as :func:`extremes`), the indices ``(H,)`` of the images it
+    touches (``hit``: more than ``min_share`` of their pixels at an extreme) and, of those,
+    which have a smooth rest (``smooth`` ``(H,)``: the switching median; the others get the
+    whole-image median)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    extreme: torch.Tensor
+    hit: torch.Tensor
+    smooth: torch.Tensor
+
+
+def repair_plan(x: torch.Tensor, min_share: float = MIN_SHARE,
+                noisy: float = NOISY) -> RepairPlan:
+    """:class:`RepairPlan` of images ``x`` ``(B, N, N)`` (see module doc)."""
+    lo, hi, extreme = extremes(x)
+    share = extreme.sum(dim=(-2, -1)) / (x.shape[-1] * x.shape[-2])
+    hit = (share > min_share).nonzero()[:, 0]
+    smooth = (roughness(x[hit], ~extreme[hit], ROUGHNESS_STRIDE) < noisy if hit.numel()
+              else torch.zeros(0, dtype=torch.bool, device=x.device))
+    return RepairPlan(lo, hi, extreme, hit, smooth)
+
+
 def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
                     noisy: float = NOISY) -> torch.Tensor:
     """Images ``(..., N, N)`` with impulses repaired (see module doc) where more than
@@ -161,24 +195,19 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     are (no copy when none needs it)."""
     shape = x.shape
     flat = x.reshape(-1, shape[-2], shape[-1])
-    lo = flat.amin(dim=(-2, -1), keepdim=True)
-    hi = flat.amax(dim=(-2, -1), keepdim=True)
-    extreme = (flat == lo) | (flat == hi)
-    share = extreme.sum(dim=(-2, -1)) / (shape[-1] * shape[-2])
-    hit = (share > min_share).nonzero()[:, 0]
+    lo, hi, extreme, hit, clean_rest = repair_plan(flat, min_share, noisy)
     if hit.numel() == 0:
         return x
     sub, ext = flat[hit], extreme[hit]
     med = median3(sub)
-    clean_rest = roughness(sub, ~ext, ROUGHNESS_STRIDE) < noisy
     out = flat.clone()
     if not clean_rest.all():  # the other pixels are noisy: the whole image's median
         rows = (~clean_rest).nonzero()[:, 0]
         out[hit[rows]] = med[rows]
     if clean_rest.any():  # the other pixels are smooth: a switching median
         rows = clean_rest.nonzero()[:, 0]
-        sub, med, ext = sub[rows], med[rows], ext[rows]
-        impulses = ext & (med != sub)  # as impulse_mask: at an extreme, changed by the median
+        sub, med = sub[rows], med[rows]
+        impulses = impulse_mask(sub, med, ext[rows])
         # a median that is itself an impulse's value: the mean of the neighbours that are not
         stuck = impulses & ((med == lo[hit][rows]) | (med == hi[hit][rows]))
         fixed = torch.where(impulses, med, sub)
@@ -255,6 +284,6 @@ def fourier_crop(x: torch.Tensor, m: int) -> torch.Tensor:
     f = f[..., lo : lo + m, lo : lo + m]
     return torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (m * m) / (n * n)
 
-__all__ = ["MIN_SHARE", "NOISY", "fill_impulses", "fourier_crop", "gaussian_lowpass",
-           "image_std", "impulse_mask", "median3", "repair_impulses", "roughness", "standardise",
-           "to_tensor"]
+__all__ = ["MIN_SHARE", "NOISY", "RepairPlan", "extremes", "fill_impulses", "fourier_crop",
+           "gaussian_lowpass", "image_std", "impulse_mask", "median3", "repair_impulses",
+           "repair_plan", "roughness", "standardise", "to_tensor"]
