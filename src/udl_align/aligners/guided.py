@@ -322,12 +322,12 @@ class GuidedSearch:
                                                                      / self.window_step)))
         first = grid[k - inner:k + inner + 1]
         found, _, _ = score_angles(warped, ref, torch.cat([first, extra]), chunk=90)
+        near, probed = found[:, :first.shape[0]], found[:, first.shape[0]:]
         scores = torch.full((sa.shape[0], grid.shape[0]), -torch.inf, device=sa.device,
                             dtype=sa.dtype)
-        scores[:, k - inner:k + inner + 1] = found[:, :first.shape[0]]
-        probed = found[:, first.shape[0]:]
+        scores[:, k - inner:k + inner + 1] = near
         if inner < k:  # the rest of the window where the inner part's best lies near its edge
-            at = found[:, :first.shape[0]].argmax(dim=1)
+            at = near.argmax(dim=1)
             rows = ((at <= 1) | (at >= first.shape[0] - 2)).nonzero()[:, 0]
             if rows.numel():
                 rest = torch.cat([grid[:k - inner], grid[k + inner + 1:]])
