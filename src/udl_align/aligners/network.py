@@ -63,6 +63,11 @@ MIN_TURN_PAIRS = 16
 
 
 
+#: the most passes of a residual stage an aligner runs (each costs about a quarter of the
+#: network's time)
+RESIDUAL_STEPS_MAX = 4
+
+
 class NetworkAligner(Aligner):
     name = "network"
     batch_size = 64  # the network's forward is 30% cheaper per pair at 64 than at 16 (2 cores)
@@ -79,6 +84,7 @@ class NetworkAligner(Aligner):
         device: str | torch.device = "cpu",
         half_turns: bool = False,
         test_turns: int | None = None,
+        residual_steps: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(device=device, **kwargs)
@@ -100,6 +106,18 @@ class NetworkAligner(Aligner):
         # quarter turns of the second image (1, 2 or 4; default: the network config's)
         self.test_turns = check_test_turns(self.model.cfg.test_turns if test_turns is None
                                            else test_turns)
+        # the passes of the model's residual stage (None: the model's own; 0: the head alone).
+        # --refine's prior is the head's angle alone: the window around it finds the same
+        # angles. On 200 held-out pairs of the independent generator (Gaussian SNR 0.05 / 0.1,
+        # salt-and-pepper 0.3) refine's mean error was 4.28 / 1.35 / 1.15 deg with two passes,
+        # 4.32 / 1.31 / 1.16 with none, at 12% / 3% / 9% less speed
+        if residual_steps is None and self.refine_enabled:
+            residual_steps = 0
+        if residual_steps is not None and getattr(self.model, "residual", None) is not None:
+            if residual_steps not in range(RESIDUAL_STEPS_MAX + 1):
+                raise ValueError(f"residual steps must be 0-{RESIDUAL_STEPS_MAX}, got "
+                                 f"{residual_steps}")
+            self.model.residual_steps = int(residual_steps)
         # why the checkpoint's own calibration, or a trust check on the pairs to align
         # (:meth:`check_trust`), says not to trust this network ("": it may)
         self.distrust = ""

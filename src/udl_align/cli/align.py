@@ -59,6 +59,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="with --model: the network's angle is the circular mean of its "
                         "answers for each image and its quarter turns (cost: that many "
                         "passes; default: the model's, set at training)")
+    parser.add_argument("--residual-steps", type=int, default=None, choices=range(5),
+                        metavar="{0,...,4}",
+                        help="with --model: how many times a model's residual stage corrects "
+                        "the network's angle (0: the network's head alone; default: the "
+                        "model's, 2 for the shipped one; 0 with --refine)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="largest shift searched, px (default: the pairs file's max_shift, "
                         "else N/8)")
@@ -88,7 +93,8 @@ def aligner_options(args: argparse.Namespace, max_shift: float | None) -> dict:
     options = {"max_shift": max_shift, "lowpass": args.lowpass or None, "device": args.device}
     if args.model:
         options.update(refine=args.refine, refine_span=args.refine_span,
-                       confidence_floor=args.confidence_floor, test_turns=args.test_turns)
+                       confidence_floor=args.confidence_floor, test_turns=args.test_turns,
+                       residual_steps=args.residual_steps)
     elif args.method == "bruteforce":
         if not 0 < args.angle_step <= 30:
             raise InputError(f"--angle-step must be in (0, 30], got {args.angle_step}")

@@ -14,6 +14,7 @@ from udl_align.data import stacks
 from udl_align.errors import InputError
 from udl_align.io.files import check_writable
 from udl_align.io.mrc import write_mrc
+from udl_align.network.checkpoint import load_checkpoint, resolve_model_path
 from udl_align.network.models import INPUTS, PRESETS, NetConfig
 from udl_align.pipelines.reference_free import reference_free
 from udl_align.training.config import (
@@ -159,6 +160,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         f"'{PARTICLE_DEFAULTS['init']}' for UDL on particle stacks with the cpu "
                         "preset (from random weights UDL stays at a constant output on "
                         "particles), none otherwise")
+    parser.add_argument("--residual-stage", default=None, metavar="C1[,C2...]",
+                        help="with --init: add a residual stage (conv blocks of these widths) "
+                        "to the starting model and train it alone, the rest frozen (the "
+                        "shipped model's: --residual-stage 32,32 --lr 1e-3 --lr-schedule "
+                        "cosine --lr-hold 0.5 --ema 0.999). Fine-tuning a model that has one "
+                        "without this flag starts from the model without it")
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="also write a checkpoint every this many steps (default: every "
                         f"{d('checkpoint_minutes'):g} minutes only)")
@@ -186,7 +193,28 @@ def config(args: argparse.Namespace) -> TrainConfig:
         given["turn_augment"] = args.turn_augment == "on"
     net = {k: getattr(args, k) for k in ("input", "input_lowpass", "symmetry", "test_turns")
            if getattr(args, k) is not None}
+    if args.residual_stage:
+        net.update(residual_stage(args.residual_stage, args.init))
     return TrainConfig.for_data(args.data, resume=args.resume, net=net, **given)
+
+
+def residual_stage(widths: str, init: str | None) -> dict:
+    """The network settings of ``--residual-stage``: a stage of conv blocks of ``widths``
+    ("32,32") trained alone on top of the ``--init`` model, turning back by its offset C."""
+    try:
+        channels = tuple(int(w) for w in widths.split(","))
+    except ValueError:
+        channels = ()
+    if not channels or min(channels) < 1:
+        raise InputError(f"--residual-stage takes conv widths such as 32,32, got '{widths}'")
+    if not init or init == "none":
+        raise InputError("--residual-stage trains a stage on top of a trained model: give "
+                         "--init")
+    path = resolve_model_path(init)
+    offset = load_checkpoint(path).get("offset")
+    if offset is None:
+        raise InputError("has no offset C for a residual stage to turn back by", path)
+    return {"residual": channels, "residual_only": True, "residual_offset": float(offset)}
 
 
 def check(args: argparse.Namespace, cfg: TrainConfig) -> None:

@@ -425,6 +425,12 @@ def restore(run: Run, state: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+#: a residual stage (``NetConfig.residual``) may be added to a starting model that has none:
+#: it starts at zero, so the model starts as it was
+RESIDUAL_SETTINGS = ("residual", "residual_radius", "residual_project", "residual_range",
+                     "residual_offset", "residual_steps", "residual_only")
+
+
 def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, dict | None]:
     """The network config and weights to start from: ``cfg.init``'s when given (its config
     wins over the preset: the weights only fit their own architecture)."""
@@ -436,14 +442,20 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
     # angle is read with may change (the weights fit either); its architecture may not. A new
     # run's symmetric head is today's kind (the starting model's was read with its own)
     fed = {k: cfg.net[k] for k in ("input", "input_lowpass", "mask_stride", "symmetry",
-                                   "test_turns", "symmetric_head")
+                                   "test_turns", "symmetric_head", *RESIDUAL_SETTINGS)
            if k in cfg.net}
-    init_cfg = NetConfig.from_dict({**state["net"], "symmetric_head": NetConfig.symmetric_head,
-                                    **fed})
+    net, weights = state["net"], state["model"]
+    if net.get("residual") and not any(k in cfg.net for k in RESIDUAL_SETTINGS):
+        # a residual stage is trained on purpose, on a frozen network whose offset C it knows:
+        # a run that trains the network itself (another objective, symmetry or data) starts
+        # from the network without it
+        net = {**net, "residual": (), "residual_only": False}
+        weights = {k: v for k, v in weights.items() if not k.startswith("residual.")}
+    init_cfg = NetConfig.from_dict({**net, "symmetric_head": NetConfig.symmetric_head, **fed})
     if (init_cfg.head == "rigid") != (cfg.objective == "stn"):
         raise InputError(f"has a '{init_cfg.head}' head, which does not fit objective "
                          f"'{cfg.objective}'", cfg.init)
-    return init_cfg, state["model"]
+    return init_cfg, weights
 
 
 def network(cfg: TrainConfig, state: dict | None) -> tuple[NetConfig, dict | None]:
@@ -457,6 +469,16 @@ def network(cfg: TrainConfig, state: dict | None) -> tuple[NetConfig, dict | Non
     if state is not None:
         return NetConfig.from_dict(state["net"]), None
     return initial_weights(cfg, net_cfg)
+
+
+def load_start(model: AlignNet, weights: dict) -> None:
+    """``weights`` into ``model``; a residual stage they lack keeps its initial (zero)
+    output."""
+    found = model.load_state_dict(weights, strict=False)
+    missing = [k for k in found.missing_keys if not k.startswith("residual.")]
+    if missing or found.unexpected_keys:
+        raise RuntimeError(f"the starting weights do not fit the network: missing {missing}, "
+                           f"unexpected {found.unexpected_keys}")
 
 
 def ema_update(decay: float):
@@ -484,10 +506,11 @@ def start_run(cfg: TrainConfig, state: dict | None, make_source
     torch.manual_seed(cfg.seed)
     model = AlignNet(net_cfg)
     if start_weights is not None:
-        model.load_state_dict(start_weights)
+        load_start(model, start_weights)
     to_device(model, device)
     trainee = distributed.wrap(model, ranks, device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                           betas=cfg.betas, eps=cfg.eps)
     average = None
     if cfg.ema:
         average = torch.optim.swa_utils.AveragedModel(model, avg_fn=ema_update(cfg.ema),
