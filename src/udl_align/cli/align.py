@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from udl_align.aligners import CLASSICAL, make_aligner, run_aligner
+from udl_align.aligners.network import RESIDUAL_STEPS_MAX
 from udl_align.cli.train import prepared, report
 from udl_align.data import stacks
 from udl_align.errors import InputError
@@ -59,8 +60,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="with --model: the network's angle is the circular mean of its "
                         "answers for each image and its quarter turns (cost: that many "
                         "passes; default: the model's, set at training)")
-    parser.add_argument("--residual-steps", type=int, default=None, choices=range(5),
-                        metavar="{0,...,4}",
+    parser.add_argument("--residual-steps", type=int, default=None,
+                        choices=range(RESIDUAL_STEPS_MAX + 1),
+                        metavar=f"{{0,...,{RESIDUAL_STEPS_MAX}}}",
                         help="with --model: how many times a model's residual stage corrects "
                         "the network's angle (0: the network's head alone; default: the "
                         "model's, 2 for the shipped one; 0 with --refine)")

@@ -14,7 +14,6 @@ from udl_align.data import stacks
 from udl_align.errors import InputError
 from udl_align.io.files import check_writable
 from udl_align.io.mrc import write_mrc
-from udl_align.network.checkpoint import load_checkpoint, resolve_model_path
 from udl_align.network.models import INPUTS, PRESETS, NetConfig
 from udl_align.pipelines.reference_free import reference_free
 from udl_align.training.config import (
@@ -200,7 +199,8 @@ def config(args: argparse.Namespace) -> TrainConfig:
 
 def residual_stage(widths: str, init: str | None) -> dict:
     """The network settings of ``--residual-stage``: a stage of conv blocks of ``widths``
-    ("32,32") trained alone on top of the ``--init`` model, turning back by its offset C."""
+    ("32,32") trained alone on top of the ``--init`` model (training reads the offset C it
+    turns back by from that model)."""
     try:
         channels = tuple(int(w) for w in widths.split(","))
     except ValueError:
@@ -210,11 +210,7 @@ def residual_stage(widths: str, init: str | None) -> dict:
     if not init or init == "none":
         raise InputError("--residual-stage trains a stage on top of a trained model: give "
                          "--init")
-    path = resolve_model_path(init)
-    offset = load_checkpoint(path).get("offset")
-    if offset is None:
-        raise InputError("has no offset C for a residual stage to turn back by", path)
-    return {"residual": channels, "residual_only": True, "residual_offset": float(offset)}
+    return {"residual": channels, "residual_only": True}
 
 
 def check(args: argparse.Namespace, cfg: TrainConfig) -> None:

@@ -445,6 +445,12 @@ def initial_weights(cfg: TrainConfig, net_cfg: NetConfig) -> tuple[NetConfig, di
                                    "test_turns", "symmetric_head", *RESIDUAL_SETTINGS)
            if k in cfg.net}
     net, weights = state["net"], state["model"]
+    if fed.get("residual") and "residual_offset" not in fed:
+        # a new stage turns back by the frozen head's angle less the head's own offset C
+        head_offset = net["residual_offset"] if net.get("residual") else state.get("offset")
+        if head_offset is None:
+            raise InputError("has no offset C for a residual stage to turn back by", cfg.init)
+        fed["residual_offset"] = float(head_offset)
     if net.get("residual") and not any(k in cfg.net for k in RESIDUAL_SETTINGS):
         # a residual stage is trained on purpose, on a frozen network whose offset C it knows:
         # a run that trains the network itself (another objective, symmetry or data) starts
