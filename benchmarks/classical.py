@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from udl_align.aligners import make_aligner
+from udl_align.allocator import keep_freed_memory
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default="results/classical")
     p.add_argument("--name", default="classical", help="stem of the JSON and PNG files")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
 
     try:
         methods = dict(parse_method(m, args.max_shift, args.device) for m in args.methods)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from udl_align.aligners import make_aligner, run_aligner
+from udl_align.allocator import keep_freed_memory
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=GENERATORS)
     p.add_argument("--out-dir", default="results/refine_profile")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -23,6 +23,7 @@ import torch
 
 from udl_align.aligners import make_aligner
 from udl_align.aligners.guided import GuidedSearch
+from udl_align.allocator import keep_freed_memory
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="which pair generator (default: synth)")
     p.add_argument("--out-dir", default="results/refine_settings")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
     try:
         variants = json.loads(args.variants)
         if not isinstance(variants, dict) or not all(isinstance(v, dict)

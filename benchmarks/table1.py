@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from udl_align.aligners import make_aligner
+from udl_align.allocator import keep_freed_memory
 from udl_align.data.noise import CONDITIONS
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                    "answers for the second image and its quarter turns (rows 'udl xN')")
     p.add_argument("--out-dir", default="results/table1")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     given = dict(item.split("=", 1) for item in args.models)

@@ -39,6 +39,7 @@ import torch
 
 from udl_align import geometry
 from udl_align.aligners import make_aligner, run_side_by_side
+from udl_align.allocator import keep_freed_memory
 from udl_align.cli import main as cli
 from udl_align.data.particles import read_reference
 from udl_align.data.stacks import open_particles
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default="results/table2")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     models = dict(item.split("=", 1) for item in args.models)

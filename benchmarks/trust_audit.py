@@ -31,6 +31,7 @@ from table2 import MAX_SHIFT, TEMPLATES, read_all, synthesise
 from udl_align import geometry
 from udl_align.aligners import run_aligner
 from udl_align.aligners.network import MIN_AGREEMENT, TRUST_TOLERANCE, NetworkAligner
+from udl_align.allocator import keep_freed_memory
 from udl_align.data.particles import read_reference
 from udl_align.errors import InputError
 from udl_align.io.files import write_json
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", required=True, metavar="NAME=CHECKPOINT")
     p.add_argument("--out-dir", default="results/trust_audit")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the command line: the heap keeps freed memory
     out = Path(args.out_dir)
     (out / "work").mkdir(parents=True, exist_ok=True)
     rows = []

@@ -183,9 +183,15 @@ def repair_plan(x: torch.Tensor, min_share: float = MIN_SHARE,
     lo, hi, extreme = extremes(x)
     share = extreme.sum(dim=(-2, -1)) / (x.shape[-1] * x.shape[-2])
     hit = (share > min_share).nonzero()[:, 0]
-    smooth = (roughness(x[hit], ~extreme[hit], ROUGHNESS_STRIDE) < noisy if hit.numel()
-              else torch.zeros(0, dtype=torch.bool, device=x.device))
+    smooth = (roughness(_rows(x, hit), ~_rows(extreme, hit), ROUGHNESS_STRIDE) < noisy
+              if hit.numel() else torch.zeros(0, dtype=torch.bool, device=x.device))
     return RepairPlan(lo, hi, extreme, hit, smooth)
+
+
+def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[rows]`` for sorted unique indices ``rows``; ``x`` itself (no copy) where they are
+    all of its rows, as in a noisy batch, whose every image the repair touches."""
+    return x if rows.numel() == x.shape[0] else x[rows]
 
 
 def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
@@ -198,18 +204,21 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     lo, hi, extreme, hit, clean_rest = repair_plan(flat, min_share, noisy)
     if hit.numel() == 0:
         return x
-    sub, ext = flat[hit], extreme[hit]
+    sub, ext = _rows(flat, hit), _rows(extreme, hit)
     med = median3(sub)
+    if hit.numel() == flat.shape[0] and not clean_rest.any():  # every image: its median
+        return med.reshape(shape)
     out = flat.clone()
     if not clean_rest.all():  # the other pixels are noisy: the whole image's median
         rows = (~clean_rest).nonzero()[:, 0]
         out[hit[rows]] = med[rows]
     if clean_rest.any():  # the other pixels are smooth: a switching median
         rows = clean_rest.nonzero()[:, 0]
-        sub, med = sub[rows], med[rows]
-        impulses = impulse_mask(sub, med, ext[rows])
+        sub, med, ext = _rows(sub, rows), _rows(med, rows), _rows(ext, rows)
+        lo, hi = _rows(_rows(lo, hit), rows), _rows(_rows(hi, hit), rows)
+        impulses = impulse_mask(sub, med, ext)
         # a median that is itself an impulse's value: the mean of the neighbours that are not
-        stuck = impulses & ((med == lo[hit][rows]) | (med == hi[hit][rows]))
+        stuck = impulses & (med == lo).logical_or_(med == hi)
         fixed = torch.where(impulses, med, sub)
         if stuck.any():
             fixed[stuck] = _filled(fixed, impulses, stuck, 1.0)
@@ -259,16 +268,18 @@ def gaussian_lowpass(x: torch.Tensor, cutoff: float | None, size: int | None = N
     if (cutoff is None or cutoff <= 0) and m == n:
         return x
     f = torch.fft.rfft2(x)
+    fy = torch.fft.fftfreq(n, device=x.device)
+    fx = torch.fft.rfftfreq(n, device=x.device)
+    if m < n:  # the lowest frequencies of the half spectrum, filtered after (the same numbers)
+        h = m // 2
+        f = torch.cat([f[..., :h, : h + 1], f[..., n - h :, : h + 1]], dim=-2)
+        fy, fx = torch.cat([fy[:h], fy[n - h :]]), fx[: h + 1]
     if cutoff is not None and cutoff > 0:
-        fy = torch.fft.fftfreq(n, device=x.device)[:, None]
-        fx = torch.fft.rfftfreq(n, device=x.device)[None, :]
         sigma = 0.5 * cutoff
-        f = f * torch.exp(-(fx**2 + fy**2) / (2.0 * sigma**2))
+        f = f * torch.exp(-(fx[None, :] ** 2 + fy[:, None] ** 2) / (2.0 * sigma**2))
     if m == n:
         return torch.fft.irfft2(f, s=x.shape[-2:])
-    h = m // 2
-    kept = torch.cat([f[..., :h, : h + 1], f[..., n - h :, : h + 1]], dim=-2)
-    return torch.fft.irfft2(kept, s=(m, m)) * (m * m) / (n * n)
+    return torch.fft.irfft2(f, s=(m, m)) * (m * m) / (n * n)
 
 
 def fourier_crop(x: torch.Tensor, m: int) -> torch.Tensor:

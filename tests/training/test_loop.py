@@ -106,6 +106,46 @@ def test_folding_batchnorm_keeps_the_outputs():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # not in place
 
 
+def test_the_inference_network_in_channels_last_keeps_the_outputs():
+    """The aligner's network (batch norms folded, one-channel 1x1 convolutions as scales,
+    channels-last layout, a residual stage) gives the trained network's outputs."""
+    from udl_align.network.models import FromOneChannel, fused_for_inference, to_device
+
+    torch.manual_seed(0)
+    cfg = preset("cpu", residual=(8, 8), residual_offset=30.0, residual_steps=2)
+    net = AlignNet(cfg)
+    torch.nn.init.normal_(net.residual.out.weight, std=0.05)  # a stage that turns
+    net.train()
+    for _ in range(2):
+        net(torch.randn(8, 64, 64), torch.randn(8, 64, 64))
+    net.eval()
+    fast = to_device(fused_for_inference(net), torch.device("cpu"))
+    assert any(isinstance(m, FromOneChannel) for m in fast.modules())
+    x, y = torch.randn(5, 64, 64), torch.randn(5, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x, y), fast(x, y), atol=1e-4)
+
+
+def test_one_channel_shortcuts_give_what_the_torch_layers_give():
+    from torch.nn import functional as F
+
+    from udl_align.network.models import FromOneChannel, MaxPool2, upsample_one_channel
+
+    torch.manual_seed(2)
+    x = torch.randn(3, 1, 10, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2()(x), F.max_pool2d(x, 2))
+        conv = torch.nn.Conv2d(1, 6, 1)
+        out = FromOneChannel(conv)(x)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(out, conv(x), atol=1e-6)
+        assert torch.equal(upsample_one_channel(x, (20, 24)),
+                           F.interpolate(x, size=(20, 24), mode="bilinear",
+                                         align_corners=False))
+    many = torch.randn(2, 3, 8, 8, requires_grad=True)  # more channels, or gradients: torch's
+    assert torch.equal(MaxPool2()(many), F.max_pool2d(many, 2))
+
+
 def test_presets_build_and_run():
     for name in ("cpu", "paper"):
         cfg = preset(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from udl_align.allocator import keep_freed_memory
 from udl_align.cli import align, demo, evaluate, synth, train
 from udl_align.errors import InputError, one_line_warnings
 
@@ -44,6 +45,7 @@ def first_sentence(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # batches reuse the heap's memory instead of fresh pages
     try:
         with one_line_warnings(f"udl-align {args.command}"):  # a non-standard input: one line
             return int(args.func(args) or 0)
