@@ -204,7 +204,7 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     lo, hi, extreme, hit, clean_rest = repair_plan(flat, min_share, noisy)
     if hit.numel() == 0:
         return x
-    sub, ext = _rows(flat, hit), _rows(extreme, hit)
+    sub, ext, lo, hi = (_rows(t, hit) for t in (flat, extreme, lo, hi))
     med = median3(sub)
     if hit.numel() == flat.shape[0] and not clean_rest.any():  # every image: its median
         return med.reshape(shape)
@@ -214,8 +214,7 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
         out[hit[rows]] = med[rows]
     if clean_rest.any():  # the other pixels are smooth: a switching median
         rows = clean_rest.nonzero()[:, 0]
-        sub, med, ext = _rows(sub, rows), _rows(med, rows), _rows(ext, rows)
-        lo, hi = _rows(_rows(lo, hit), rows), _rows(_rows(hi, hit), rows)
+        sub, med, ext, lo, hi = (_rows(t, rows) for t in (sub, med, ext, lo, hi))
         impulses = impulse_mask(sub, med, ext)
         # a median that is itself an impulse's value: the mean of the neighbours that are not
         stuck = impulses & (med == lo).logical_or_(med == hi)

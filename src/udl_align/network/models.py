@@ -437,11 +437,10 @@ class AlignNet(nn.Module):
         embedded once."""
         if self.residual_steps:
             (fa, fine_a), (fb, fine_b) = fa, fb
+            fine_a, fine_b = self.residual.prepare(fine_a, fine_b)  # once for every pass
         ab = self.match(normalised_correlation(fa, fb))
         ba = self.match(normalised_correlation(fb, fa))
         out = self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
-        if self.residual_steps:
-            fine_a, fine_b = self.residual.prepare(fine_a, fine_b)
         for _ in range(self.residual_steps):
             angle = torch.rad2deg(torch.atan2(out[:, 1], out[:, 0]))
             turn = torch.deg2rad(self.residual.correct(fine_a, fine_b, angle))
