@@ -49,6 +49,27 @@ def test_repair_keeps_shape_and_batches(photo):
     assert torch.equal(out.reshape(6, 64, 64)[4], repair_impulses(x.reshape(6, 64, 64)[4:5])[0])
 
 
+def test_each_image_of_a_mixed_batch_is_repaired_as_alone(photo):
+    clean = np.stack([photo[:96, :96], photo[150:246, 150:246], photo[300:396, 40:136]])
+    rng = np.random.default_rng(4)
+    impulsive = parse_noise("saltpepper:0.3").add(clean, rng)  # smooth rest: switching
+    clipped = np.clip(clean + rng.normal(0, 3 * clean.std(), clean.shape), 0, 1)  # median
+    batch = torch.from_numpy(np.concatenate([
+        impulsive[:2], clipped[:1], clean[:1], np.full((1, 96, 96), 0.5), impulsive[2:],
+        parse_noise("gaussian:0.1").add(clean[1:2], rng)]).astype(np.float32))
+    out = repair_impulses(batch)
+    alone = torch.cat([repair_impulses(batch[i:i + 1]) for i in range(len(batch))])
+    assert torch.equal(out, alone)
+    assert torch.equal(out[2], median3(batch[2:3])[0])  # the clipped one: its median
+    for i in (3, 4, 6):  # clean, constant and continuous noise: untouched
+        assert torch.equal(out[i], batch[i])
+    for i in (0, 1, 5):  # impulses gone, every other pixel kept
+        found = impulse_mask(batch[i:i + 1])[0]
+        assert found.float().mean() > 0.2 and torch.equal(out[i][~found], batch[i][~found])
+        lo, hi = batch[i].min(), batch[i].max()
+        assert ((out[i][found] == lo) | (out[i][found] == hi)).float().mean() < 0.01
+
+
 def test_every_aligner_shares_the_repair(textured_pairs):
     a, b, truth = textured_pairs
     rng = np.random.default_rng(3)

@@ -111,10 +111,10 @@ def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None,
     return extreme & (med != x)
 
 
-def _filled(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor, sigma: float
-            ) -> torch.Tensor:
-    """The values :func:`fill_impulses` gives the pixels marked in ``at``, in the order of
-    ``x[at]``."""
+def _filled(x: torch.Tensor, impulses: torch.Tensor,
+            at: tuple[torch.Tensor, torch.Tensor, torch.Tensor], sigma: float) -> torch.Tensor:
+    """The values :func:`fill_impulses` gives the pixels at ``at`` (image, row and column
+    indices, as ``mask.nonzero(as_tuple=True)`` gives them), in their order."""
     r = int(math.ceil(4 * sigma))
     d = torch.arange(-r, r + 1, device=x.device)
     w = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2).to(x.dtype) / (2.0 * sigma**2))
@@ -126,7 +126,7 @@ def _filled(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor, sigma: fl
     weight = F.pad(valid, (r, r, r, r)).reshape(-1)
     width = m + 2 * r
     window = (d[:, None] * width + d[None, :]).reshape(-1)
-    image, row, col = at.nonzero(as_tuple=True)
+    image, row, col = at
     index = ((image * (n + 2 * r) + row + r) * width + col + r)[:, None] + window
     # a sum per row, not a matrix product: the same answer for an image in any batch
     num = (torch.take(kept, index) * w).sum(dim=1)
@@ -149,9 +149,9 @@ def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor | No
     Computed at the marked pixels only (a gather of each one's window): the repair fills a
     few hundred pixels of an image at most (the impulses whose 3x3 median is itself at an
     extreme), where a whole-image convolution by FFT cost 3-8 times as much."""
-    at = impulses if at is None else at
+    where = (impulses if at is None else at).nonzero(as_tuple=True)
     out = x.clone()
-    out[at] = _filled(x, impulses, at, sigma)
+    out[where] = _filled(x, impulses, where, sigma)
     return out
 
 
@@ -201,27 +201,29 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     are (no copy when none needs it)."""
     shape = x.shape
     flat = x.reshape(-1, shape[-2], shape[-1])
-    lo, hi, extreme, hit, clean_rest = repair_plan(flat, min_share, noisy)
+    lo, hi, extreme, hit, smooth = repair_plan(flat, min_share, noisy)
     if hit.numel() == 0:
         return x
     sub, ext, lo, hi = (_rows(t, hit) for t in (flat, extreme, lo, hi))
     med = median3(sub)
-    if hit.numel() == flat.shape[0] and not clean_rest.any():  # every image: its median
-        return med.reshape(shape)
-    out = flat.clone()
-    if not clean_rest.all():  # the other pixels are noisy: the whole image's median
-        rows = (~clean_rest).nonzero()[:, 0]
-        out[hit[rows]] = med[rows]
-    if clean_rest.any():  # the other pixels are smooth: a switching median
-        rows = clean_rest.nonzero()[:, 0]
-        sub, med, ext, lo, hi = (_rows(t, rows) for t in (sub, med, ext, lo, hi))
+    fixed = med  # the other pixels are noisy: the whole image's median
+    if smooth.any():  # the other pixels are smooth: a switching median
+        rough = ~smooth[:, None, None]
+        # the median where a pixel is at an extreme (it is that pixel where it is no impulse)
+        fixed = torch.where(ext | rough if rough.any() else ext, med, sub)
+        # an impulse whose median is itself at an extreme: the mean of the neighbours that are
+        # not impulses
         impulses = impulse_mask(sub, med, ext)
-        # a median that is itself an impulse's value: the mean of the neighbours that are not
         stuck = impulses & (med == lo).logical_or_(med == hi)
-        fixed = torch.where(impulses, med, sub)
-        if stuck.any():
-            fixed[stuck] = _filled(fixed, impulses, stuck, 1.0)
-        out[hit[rows]] = fixed
+        if rough.any():
+            stuck &= ~rough
+        at = stuck.nonzero(as_tuple=True)
+        if at[0].numel():
+            fixed[at] = _filled(fixed, impulses, at, 1.0)
+    if hit.numel() == flat.shape[0]:
+        return fixed.reshape(shape)
+    out = flat.clone()
+    out[hit] = fixed
     return out.reshape(shape)
 
 
