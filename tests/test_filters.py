@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from udl_align import filters, repair_kernel
 from udl_align.aligners import make_aligner
 from udl_align.data.noise import parse_noise
 from udl_align.filters import NOISY, impulse_mask, median3, repair_impulses, roughness
@@ -68,6 +69,50 @@ def test_each_image_of_a_mixed_batch_is_repaired_as_alone(photo):
         assert found.float().mean() > 0.2 and torch.equal(out[i][~found], batch[i][~found])
         lo, hi = batch[i].min(), batch[i].max()
         assert ((out[i][found] == lo) | (out[i][found] == hi)).float().mean() < 0.01
+
+
+@pytest.mark.skipif(not repair_kernel.available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["saltpepper:0.1", "saltpepper:0.3", "saltpepper-patch:0.2",
+                                  "clipped", "gaussian:0.1", "clean"])
+def test_the_compiled_repair_decides_as_the_torch_one(photo, kind):
+    clean = np.stack([photo[:128, :128], photo[200:328, 200:328], photo[50:178, 300:428]])
+    rng = np.random.default_rng(6)
+    if kind == "clipped":
+        noisy = np.clip(clean + rng.normal(0, 3 * clean.std(), clean.shape), 0, 1)
+    elif kind == "clean":
+        noisy = clean.copy()
+        noisy[0, :20, :40] = clean.max()  # a saturated region: looked at, nothing changed
+    else:
+        noisy = parse_noise(kind).add(clean, rng)
+    x = torch.from_numpy(noisy.astype(np.float32))
+    reference = repair_impulses(x, compiled=False)
+    compiled = repair_impulses(x)
+    assert (compiled is x) == (reference is x)
+    _, kinds = repair_kernel.repair_images(x.numpy(), filters.MIN_SHARE, NOISY, 2, threads=2)
+    plan = filters.repair_plan(x)
+    expected = np.zeros(len(x), np.int8)
+    expected[plan.hit.numpy()] = np.where(plan.smooth.numpy(), repair_kernel.SWITCHING,
+                                          repair_kernel.MEDIAN)
+    assert np.array_equal(kinds, expected)
+    # the same pixels; a filled one (a Gaussian-weighted mean) within float32's rounding
+    assert torch.allclose(compiled, reference, rtol=1e-6, atol=1e-6)
+    filled = impulse_mask(x) & (compiled != x)
+    assert torch.equal(compiled[~filled], reference[~filled])
+
+
+def test_the_torch_repair_takes_over_where_the_compiled_one_fails(photo, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("no such kernel")
+
+    monkeypatch.setattr(repair_kernel, "available", lambda: True)
+    monkeypatch.setattr(repair_kernel, "repair_images", broken)
+    monkeypatch.setattr(filters, "_COMPILED_FAILED", [])
+    noisy = parse_noise("saltpepper:0.2").add(photo[None, :64, :64], np.random.default_rng(7))
+    x = torch.from_numpy(noisy.astype(np.float32))
+    with pytest.warns(RuntimeWarning, match="no such kernel"):
+        out = repair_impulses(x)
+    assert torch.equal(out, repair_impulses(x, compiled=False))
+    assert filters._COMPILED_FAILED  # not tried again in this process
 
 
 def test_every_aligner_shares_the_repair(textured_pairs):

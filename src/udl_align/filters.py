@@ -22,6 +22,11 @@ extremes are is read off the *other* pixels: their noise level against their spr
   image): the extremes carry the sign of the noise, not nothing, and the whole image gets a
   3x3 median, the classic robust pre-filter.
 
+On the CPU, float32 images go through :mod:`udl_align.repair_kernel`, the same rule compiled
+(numba) into one loop per image: 3-4x faster on salt-and-pepper and clipped noise. The torch
+version here is the reference and serves other devices, other dtypes, and machines without
+numba.
+
 Measured on 100 held-out photograph pairs per condition (``bruteforce``'s mean rotation error,
 deg, independent generator): salt-and-pepper 0.1 / 0.2 / 0.3 0.34 / 1.31 / 4.82 without the
 repair, 0.04 / 0.14 / 0.65 with the switching median (a whole-image median: 0.09 / 0.24 /
@@ -32,11 +37,14 @@ whole-image median (the switching filter there: 6.59 / 1.63).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from udl_align import repair_kernel
 
 #: share of an image's pixels at its extremes above which it is looked at: 0.5% is 82 pixels
 #: of a 128 px image; continuous noise puts 2 pixels there, salt-and-pepper 0.1 about 19%
@@ -194,11 +202,40 @@ def _rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return x if rows.numel() == x.shape[0] else x[rows]
 
 
+#: why the compiled repair failed in this process, if it did (then it is not tried again)
+_COMPILED_FAILED: list[str] = []
+
+
+def _compiled_for(x: torch.Tensor) -> bool:
+    """Whether :func:`repair_impulses` runs ``x`` through the compiled repair."""
+    return (repair_kernel.available() and not _COMPILED_FAILED and x.device.type == "cpu"
+            and x.dtype == torch.float32 and not x.requires_grad and x.numel() > 0)
+
+
+def _repair_compiled(x: torch.Tensor, min_share: float, noisy: float) -> torch.Tensor:
+    flat = x.detach().reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
+    out, kinds = repair_kernel.repair_images(flat.numpy(), min_share, noisy, ROUGHNESS_STRIDE,
+                                             threads=torch.get_num_threads())
+    return x if not kinds.any() else torch.from_numpy(out).reshape(x.shape)
+
+
 def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
-                    noisy: float = NOISY) -> torch.Tensor:
+                    noisy: float = NOISY, compiled: bool | None = None) -> torch.Tensor:
     """Images ``(..., N, N)`` with impulses repaired (see module doc) where more than
     ``min_share`` of an image's pixels sit at its extremes; other images are returned as they
-    are (no copy when none needs it)."""
+    are (no copy when none needs it).
+
+    ``compiled``: float32 images on the CPU go through :mod:`udl_align.repair_kernel` (the
+    same rule in one compiled loop per image, 3-4x faster on salt-and-pepper) where numba is
+    installed (``None``: whenever it can; ``False``: this torch version, the reference, which
+    serves every other device and dtype)."""
+    if compiled is not False and _compiled_for(x):
+        try:
+            return _repair_compiled(x, min_share, noisy)
+        except Exception as err:  # noqa: BLE001 - e.g. numba and numpy versions that clash
+            _COMPILED_FAILED.append(f"{type(err).__name__}: {err}")
+            warnings.warn(f"the compiled impulse repair failed ({_COMPILED_FAILED[0]}); "
+                          "using the torch version", RuntimeWarning, stacklevel=2)
     shape = x.shape
     flat = x.reshape(-1, shape[-2], shape[-1])
     lo, hi, extreme, hit, smooth = repair_plan(flat, min_share, noisy)
