@@ -6,16 +6,18 @@ device and dtype; this one makes the same decisions by the same rule (extremes, 
 :func:`~udl_align.filters.roughness`, the 3x3 median, the switching median and the fill of the
 stuck pixels) in one pass over each image's pixels per step instead of some thirty whole-batch
 tensor operations, each of which reads and writes the batch once. Its sums are taken in float64,
-so a filled pixel may differ from torch's by a unit in the last place of float32; on 768
-held-out photographs (12 noise conditions, both generators) every decision and every other
-pixel were the same. 64 images of 128 px, two threads: salt-and-pepper 0.08-0.20 ms an image
-against torch's 0.36-0.68, clipped Gaussian noise 0.05-0.07 against 0.20-0.26, the rest
-0.02-0.03 against 0.04-0.09.
+so a filled pixel may differ from torch's by a unit in the last place of float32; on 896
+held-out photographs (seven noise conditions, both generators) every decision and every other
+pixel were the same. 64 images of 128 px, two threads: salt-and-pepper 0.11-0.22 ms an image
+against torch's 0.43-0.63, clipped Gaussian noise 0.07-0.08 against 0.23-0.25, the rest
+0.03-0.04 against 0.04-0.10.
 
 Images are shared among ``torch.get_num_threads()`` Python threads (the kernels release the
 GIL), not numba's own thread pool, whose OpenMP layer does not survive a ``fork`` (data-loader
-workers). The first call compiles (about 2 s, cached on disk next to this file or in the user's
-cache). :func:`available` says whether numba imported.
+workers). The first call after installing compiles (about 10 s on two cores), cached on disk
+next to this file or in the user's cache folder; later processes load it in about 0.4 s (where
+no cache folder can be written, each process compiles). :func:`available` says whether numba
+imported.
 """
 
 from __future__ import annotations
