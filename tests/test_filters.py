@@ -88,7 +88,9 @@ def test_the_compiled_repair_decides_as_the_torch_one(photo, kind):
     reference = repair_impulses(x, compiled=False)
     compiled = repair_impulses(x)
     assert (compiled is x) == (reference is x)
-    _, kinds = repair_kernel.repair_images(x.numpy(), filters.MIN_SHARE, NOISY, 2, threads=2)
+    weights = filters.fill_weights(filters.FILL_SIGMA).double().numpy()
+    _, kinds = repair_kernel.repair_images(x.numpy(), filters.MIN_SHARE, NOISY, 2, weights,
+                                           threads=2)
     plan = filters.repair_plan(x)
     expected = np.zeros(len(x), np.int8)
     expected[plan.hit.numpy()] = np.where(plan.smooth.numpy(), repair_kernel.SWITCHING,

@@ -119,14 +119,28 @@ def impulse_mask(x: torch.Tensor, med: torch.Tensor | None = None,
     return extreme & (med != x)
 
 
+#: the width (px) of the Gaussian whose weights fill a stuck impulse
+FILL_SIGMA = 1.0
+
+
+def fill_weights(sigma: float, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """The fill's weights: a Gaussian of width ``sigma`` sampled over ``+-ceil(4 sigma)`` px,
+    ``(2r+1, 2r+1)``, summing to one."""
+    r = int(math.ceil(4 * sigma))
+    d = torch.arange(-r, r + 1, device=device)
+    w = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2).to(dtype) / (2.0 * sigma**2))
+    return w / w.sum()
+
+
 def _filled(x: torch.Tensor, impulses: torch.Tensor,
             at: tuple[torch.Tensor, torch.Tensor, torch.Tensor], sigma: float) -> torch.Tensor:
     """The values :func:`fill_impulses` gives the pixels at ``at`` (image, row and column
     indices, as ``mask.nonzero(as_tuple=True)`` gives them), in their order."""
-    r = int(math.ceil(4 * sigma))
+    w = fill_weights(sigma, x.dtype, x.device)
+    r = (w.shape[0] - 1) // 2
     d = torch.arange(-r, r + 1, device=x.device)
-    w = torch.exp(-(d[:, None] ** 2 + d[None, :] ** 2).to(x.dtype) / (2.0 * sigma**2))
-    w = (w / w.sum()).reshape(-1)
+    w = w.reshape(-1)
     b, n, m = x.shape
     valid = (~impulses).to(x.dtype)
     # the image's unmarked pixels and their weights, zero-padded by r: one flat index per window
@@ -148,7 +162,7 @@ def _filled(x: torch.Tensor, impulses: torch.Tensor,
 
 
 def fill_impulses(x: torch.Tensor, impulses: torch.Tensor, at: torch.Tensor | None = None,
-                  sigma: float = 1.0) -> torch.Tensor:
+                  sigma: float = FILL_SIGMA) -> torch.Tensor:
     """``x`` with the pixels marked in ``at`` (default: all of ``impulses``) replaced by the
     Gaussian-weighted mean of their neighbours within ``4 sigma`` that are not marked in
     ``impulses`` (normalised convolution; what lies beyond the edge counts as marked); a pixel
@@ -214,8 +228,9 @@ def _compiled_for(x: torch.Tensor) -> bool:
 
 def _repair_compiled(x: torch.Tensor, min_share: float, noisy: float) -> torch.Tensor:
     flat = x.detach().reshape(-1, x.shape[-2], x.shape[-1]).contiguous()
+    weights = fill_weights(FILL_SIGMA).double().numpy()
     out, kinds = repair_kernel.repair_images(flat.numpy(), min_share, noisy, ROUGHNESS_STRIDE,
-                                             threads=torch.get_num_threads())
+                                             weights, threads=torch.get_num_threads())
     return x if not kinds.any() else torch.from_numpy(out).reshape(x.shape)
 
 
@@ -246,17 +261,18 @@ def repair_impulses(x: torch.Tensor, min_share: float = MIN_SHARE,
     fixed = med  # the other pixels are noisy: the whole image's median
     if smooth.any():  # the other pixels are smooth: a switching median
         rough = ~smooth[:, None, None]
+        any_rough = bool(rough.any())
         # the median where a pixel is at an extreme (it is that pixel where it is no impulse)
-        fixed = torch.where(ext | rough if rough.any() else ext, med, sub)
+        fixed = torch.where(ext | rough if any_rough else ext, med, sub)
         # an impulse whose median is itself at an extreme: the mean of the neighbours that are
         # not impulses
         impulses = impulse_mask(sub, med, ext)
         stuck = impulses & (med == lo).logical_or_(med == hi)
-        if rough.any():
+        if any_rough:
             stuck &= ~rough
         at = stuck.nonzero(as_tuple=True)
         if at[0].numel():
-            fixed[at] = _filled(fixed, impulses, at, 1.0)
+            fixed[at] = _filled(fixed, impulses, at, FILL_SIGMA)
     if hit.numel() == flat.shape[0]:
         return fixed.reshape(shape)
     out = flat.clone()
@@ -333,6 +349,7 @@ def fourier_crop(x: torch.Tensor, m: int) -> torch.Tensor:
     f = f[..., lo : lo + m, lo : lo + m]
     return torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (m * m) / (n * n)
 
-__all__ = ["MIN_SHARE", "NOISY", "RepairPlan", "extremes", "fill_impulses", "fourier_crop",
+__all__ = ["FILL_SIGMA", "MIN_SHARE", "NOISY", "RepairPlan", "extremes", "fill_impulses",
+           "fill_weights", "fourier_crop",
            "gaussian_lowpass", "image_std", "impulse_mask", "median3", "repair_impulses",
            "repair_plan", "roughness", "standardise", "to_tensor"]

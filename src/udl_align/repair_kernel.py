@@ -221,22 +221,14 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     return _pool[2]
 
 
-def gaussian_weights(sigma: float) -> np.ndarray:
-    """The fill's normalised Gaussian over ``+-ceil(4 sigma)`` (``filters._filled``'s)."""
-    r = int(math.ceil(4 * sigma))
-    d = np.arange(-r, r + 1, dtype=np.float64)
-    w = np.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2.0 * sigma**2))
-    return w / w.sum()
-
-
 def repair_images(x: np.ndarray, min_share: float, noisy: float, stride: int,
-                  sigma: float = 1.0, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                  weights: np.ndarray, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The repaired images of a C-contiguous float32 batch ``x`` ``(B, N, N)`` (a new array;
     untouched images copied) and each image's kind (``UNTOUCHED``, ``SWITCHING`` or
-    ``MEDIAN``, int8 ``(B,)``), shared among ``threads`` threads."""
+    ``MEDIAN``, int8 ``(B,)``), shared among ``threads`` threads. ``weights``: the fill's
+    ``(2r+1, 2r+1)`` float64 weights (``filters.fill_weights``)."""
     out = np.empty_like(x)
     kinds = np.zeros(x.shape[0], np.int8)
-    weights = gaussian_weights(sigma)
     b = x.shape[0]
     parts = max(1, min(int(threads), b))
     bounds = [b * k // parts for k in range(parts + 1)]
@@ -251,5 +243,4 @@ def repair_images(x: np.ndarray, min_share: float, noisy: float, stride: int,
     return out, kinds
 
 
-__all__ = ["MEDIAN", "SWITCHING", "UNTOUCHED", "available", "gaussian_weights",
-           "repair_images"]
+__all__ = ["MEDIAN", "SWITCHING", "UNTOUCHED", "available", "repair_images"]
