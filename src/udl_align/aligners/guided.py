@@ -19,8 +19,16 @@ shared masked NCC (:mod:`.correlation`):
    so: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
    its best ``candidates`` peaks and the window's best are each searched ``verify`` steps of
    ``verify_step`` deg either side at ``search_size``, and the best of those wins (the close
-   ones compared at full resolution). A pair that needs the whole circle gets it, at about a
-   seventh of bruteforce's price (a quarter of its angles at 48 px).
+   ones compared at full resolution; two that climbed to the same peak, within
+   ``same_peak`` deg of each other, count once). A pair that needs the whole circle gets it,
+   at about a seventh of bruteforce's price (a quarter of its angles at 48 px). The
+   verification rotates bilinearly (``verify_mode``): it only ranks the candidates, whose
+   winner is narrowed and polished after with bicubic rotation; on 200 held-out pairs per
+   condition (both generators, side by side) every mean and median error was the same as
+   with bicubic rotation and without merging, and a fallback pair cost 14-20% less (64
+   held-out pairs at Gaussian SNR 0.05, the two versions timed in turn; at
+   Gaussian SNR 0.1, 21 of 25 pairs whose candidates went to full resolution had the
+   window's best and a coarse peak on the same peak).
 3. **narrow**: +-1 deg in 0.5 deg steps at ``search_size`` (bicubic rotation), unless
    :func:`choose` has narrowed the angle already.
 4. **polish** at full resolution: three angles 0.5 deg apart with exact sub-pixel peaks,
@@ -216,6 +224,8 @@ class GuidedSearch:
         close: float = CLOSE,
         low_share: float = LOW_SHARE,
         inner_span: float | None = INNER_SPAN,
+        verify_mode: str = "bilinear",
+        same_peak: float = 1.5,
     ) -> None:
         self.max_shift = int(max_shift)
         self.span = float(span)
@@ -233,6 +243,8 @@ class GuidedSearch:
         self.close = float(close)
         self.low_share = float(low_share)
         self.inner_span = None if inner_span is None else float(inner_span)
+        self.verify_mode = verify_mode
+        self.same_peak = float(same_peak)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor, prior: torch.Tensor,
                  unsure: torch.Tensor | None = None, turns: int = 1,
@@ -358,13 +370,15 @@ class GuidedSearch:
         offsets = torch.arange(-self.verify, self.verify + 1, device=a.device,
                                dtype=a.dtype) * self.verify_step
         grid = starts[:, :, None] + offsets
-        scores, _, _ = score_angles(sa, ref, grid.flatten(1), mode="bicubic")
+        scores, _, _ = score_angles(sa, ref, grid.flatten(1), mode=self.verify_mode)
         scores = scores.reshape(grid.shape)
         c, w = grid.shape[1], grid.shape[2]
         angles, _ = best_angle(grid.reshape(-1, w), scores.reshape(-1, w), self.verify_step,
                                circular=False)
-        return choose(fa, full.rows, sa, ref, angles.reshape(-1, c), scores.amax(dim=2),
-                      self.close, narrow=False)[0]
+        angles, best = angles.reshape(-1, c), scores.amax(dim=2)
+        if self.same_peak > 0:
+            best = _one_per_peak(angles, best, self.same_peak)
+        return choose(fa, full.rows, sa, ref, angles, best, self.close, narrow=False)[0]
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
                ref: Reference | None = None, sides: Sides | None = None) -> Estimate:
@@ -407,6 +421,19 @@ class GuidedSearch:
         u = (best - grid[:, 1]) / step  # where the peak is, in steps from the middle angle
         return Estimate.from_tensors(best, _quadratic(tx, u), _quadratic(ty, u),
                                      score.amax(dim=1))
+
+
+def _one_per_peak(angles: torch.Tensor, scores: torch.Tensor, within: float) -> torch.Tensor:
+    """``scores`` ``(B, C)`` with every candidate whose angle lies within ``within`` deg of a
+    better-scoring one's set to ``-inf``: two starts that climbed to the same peak (the
+    window's best and a coarse peak beside it) are one candidate, not two to tell apart."""
+    gap = (angles[:, :, None] - angles[:, None, :] + 180.0).remainder(360.0) - 180.0
+    better = (scores[:, None, :] > scores[:, :, None]) | (
+        (scores[:, None, :] == scores[:, :, None])
+        & (torch.arange(scores.shape[1], device=scores.device)[None, :]
+           < torch.arange(scores.shape[1], device=scores.device)[:, None])[None])
+    shadowed = (better & (gap.abs() <= within)).any(dim=2)
+    return scores.masked_fill(shadowed, -torch.inf)
 
 
 def _slide(triple: torch.Tensor, extra: torch.Tensor, side: torch.Tensor) -> torch.Tensor:

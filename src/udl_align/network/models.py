@@ -438,8 +438,9 @@ class AlignNet(nn.Module):
         if self.residual_steps:
             (fa, fine_a), (fb, fine_b) = fa, fb
             fine_a, fine_b = self.residual.prepare(fine_a, fine_b)  # once for every pass
-        ab = self.match(normalised_correlation(fa, fb))
-        ba = self.match(normalised_correlation(fb, fa))
+        # both directions through the match in one call (half the calls of small convolutions)
+        ab, ba = self.match(torch.cat([normalised_correlation(fa, fb),
+                                       normalised_correlation(fb, fa)])).chunk(2)
         out = self.head(torch.cat([ab.flatten(1), ba.flatten(1)], dim=1))
         for _ in range(self.residual_steps):
             angle = torch.rad2deg(torch.atan2(out[:, 1], out[:, 0]))
