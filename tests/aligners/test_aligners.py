@@ -14,7 +14,7 @@ from udl_align.aligners.correlation import (
     window_inverse,
     window_peaks,
 )
-from udl_align.aligners.guided import GuidedSearch, choose
+from udl_align.aligners.guided import GuidedSearch, _one_per_peak, choose
 from udl_align.filters import fourier_crop, to_tensor
 
 
@@ -218,6 +218,33 @@ def near_two_fold_pairs(textured_pairs):
     b = np.stack([g.apply(x, tuple(t)) for x, t in zip(a, truth, strict=True)])
     bf = BruteForce(max_shift=10)
     return bf.preprocess(torch.from_numpy(a)), bf.preprocess(torch.from_numpy(b)), truth
+
+
+def test_the_whole_circle_tells_apart_the_turns_of_a_near_symmetric_view(textured_pairs):
+    """Half the pairs of near two-fold views sent to the whole circle: both turns come back as
+    close candidates, are narrowed and told apart at full resolution, and the polish takes
+    the winner's scores from there; the same answers for the batch in reverse (each pair's
+    scores go to its own row)."""
+    pa, pb, truth = near_two_fold_pairs(textured_pairs)
+    unsure = torch.tensor(np.arange(len(truth)) % 2 == 0)  # a quarter turn off; the rest near
+    far = torch.tensor(truth[:, 0] + np.where(unsure.numpy(), 90.0, 2.0)).float()
+    search = GuidedSearch(10)
+    found = search(pa, pb, far, unsure=unsure)
+    assert errors(found, truth)[0].max() < 0.2
+    back = search(pa.flip(0), pb.flip(0), far.flip(0), unsure=unsure.flip(0))
+    for field in ("angle", "tx", "ty", "score"):
+        np.testing.assert_allclose(getattr(back, field)[::-1], getattr(found, field),
+                                   atol=1e-4)
+
+
+def test_starts_that_climbed_to_the_same_peak_count_once():
+    angles = torch.tensor([[10.0, 11.0, 100.0, 359.5, 0.5], [5.0, 5.0, 200.0, 202.0, 50.0]])
+    scores = torch.tensor([[0.5, 0.6, 0.55, 0.3, 0.4], [0.5, 0.5, 0.2, 0.1, 0.3]])
+    kept = _one_per_peak(angles, scores, 1.5)
+    # 10 beside the better 11, 359.5 beside the better 0.5 (across 0), the second of a tie
+    assert torch.isinf(kept).tolist() == [[True, False, False, True, False],
+                                          [False, True, False, False, False]]
+    assert torch.equal(kept[torch.isfinite(kept)], scores[torch.isfinite(kept)])
 
 
 def test_guided_search_scores_the_turns_of_a_near_symmetric_view(textured_pairs):

@@ -19,8 +19,9 @@ shared masked NCC (:mod:`.correlation`):
    so: the whole circle at ``fallback_step`` on images cropped to ``fallback_size``;
    its best ``candidates`` peaks and the window's best are each searched ``verify`` steps of
    ``verify_step`` deg either side at ``search_size``, and the best of those wins (the close
-   ones compared at full resolution; two that climbed to the same peak, within
-   ``same_peak`` deg of each other, count once). A pair that needs the whole circle gets it,
+   ones narrowed and compared at full resolution as in :func:`choose`, whose scores the
+   polish reuses; two that climbed to the same peak, within ``same_peak`` deg of each other,
+   count once). A pair that needs the whole circle gets it,
    at about a seventh of bruteforce's price (a quarter of its angles at 48 px). The
    verification rotates bilinearly (``verify_mode``): it only ranks the candidates, whose
    winner is narrowed and polished after with bicubic rotation; on 200 held-out pairs per
@@ -153,7 +154,7 @@ class Sides(NamedTuple):
 
 def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch.Tensor,
            ref: Reference, angles: torch.Tensor, scores: torch.Tensor, close: float = CLOSE,
-           narrow: bool = True, fine: bool = False
+           fine: bool = False
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Sides | None]:
     """Of candidate angles ``(B, C)`` with their scores at the search size (``sa`` against
     ``ref``), the one to keep ``(B,)`` and its index ``(B,)``. Where others score within
@@ -168,9 +169,10 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     apart at full resolution for 2.3% and 1.3%, about as often as ``bruteforce`` (measured
     offline; the two outer angles of those three are what this compares); one
     full-resolution angle per turn (at the window's best) did not (GroEL: refine 15.8 deg
-    against bruteforce's 2.1). ``narrow=False``: the candidates' angles are already that close
-    (the fallback's, checked +-1.5 deg with a parabola: the same errors without narrowing them
-    again, on particles and photographs, 3-11% faster).
+    against bruteforce's 2.1). The fallback's candidates are narrowed too: compared at the
+    angles of its +-1.5 deg check, a network the trust check distrusts (every particle to the
+    whole circle) put 29 of 1000 held-out EMPIAR-10398 particles on the wrong turn (9 of
+    GroEL's; ``bruteforce`` 27 and 6), narrowed first 23 (GroEL 10).
 
     Also returns which pairs' angles it narrowed, and with ``fine`` their full-resolution
     scores with exact sub-pixel peaks (:class:`Sides`; at 14% more per angle than parabola
@@ -193,7 +195,7 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     top = scores[rows].topk(min(CLOSE_MAX, scores.shape[1]), dim=1).indices  # (R, K)
     cand, keep = angles[rows].gather(1, top), near[rows].gather(1, top)
     r, k = cand.shape
-    narrowed = _narrow(sa[rows], ref.rows(rows), cand) if narrow else cand
+    narrowed = _narrow(sa[rows], ref.rows(rows), cand)
     grid = narrowed[:, :, None] + torch.tensor(FULL_OFFSETS, device=a.device, dtype=a.dtype)
     found = [v.reshape(r, k, -1) for v in score_angles(a[rows], full(rows), grid.reshape(r, -1),
                                                        mode="bicubic", fine=fine)]
@@ -202,7 +204,7 @@ def choose(a: torch.Tensor, full: Callable[[torch.Tensor], Reference], sa: torch
     pick[rows] = top.gather(1, win[:, None])[:, 0]
     every = torch.arange(r, device=a.device)
     sides = Sides(rows, *(v[every, win] for v in found)) if fine else None
-    return angle, pick, told & narrow, sides
+    return angle, pick, told, sides
 
 
 class GuidedSearch:
@@ -306,16 +308,20 @@ class GuidedSearch:
         need = outside if unsure is None else outside | unsure.to(outside.device)
         if need.any():
             rows = need.nonzero()[:, 0]
-            angle[rows] = self.fallback(a[rows], b[rows], sa[rows], ref.rows(rows),
-                                        full.rows(rows), angle[rows], fa[rows])
-            narrowed[rows] = False
+            angle[rows], narrowed[rows], found = self.fallback(
+                a[rows], b[rows], sa[rows], ref.rows(rows), full.rows(rows), angle[rows],
+                fa[rows], fine=reuse)
+            if sides is not None:  # not those whose angle the fallback replaced
+                kept = ~need[sides.rows]
+                sides = Sides(*(v[kept] for v in sides))
+            if found is not None:
+                found = Sides(rows[found.rows], found.score, found.tx, found.ty)
+                sides = found if sides is None else Sides(
+                    *(torch.cat(v) for v in zip(sides, found, strict=True)))
         # still at the search size, where choose has not narrowed the angle already
         rows = (~narrowed).nonzero()[:, 0]
         if rows.numel():
             angle[rows] = _narrow(sa[rows], ref.rows(rows), angle[rows, None])[:, 0]
-        if sides is not None:  # not those whose angle the fallback replaced
-            kept = narrowed[sides.rows]
-            sides = Sides(*(v[kept] for v in sides))
         return self.polish(fa, fb, angle, full, sides)
 
     def window(self, sa: torch.Tensor, ref: Reference, prior: torch.Tensor,
@@ -353,12 +359,15 @@ class GuidedSearch:
         angle, _ = best_angle(prior[:, None] + grid, scores, self.window_step, circular=False)
         return angle, edge, scores.amax(dim=1), beyond
 
-    def fallback(self, a, b, sa, ref: Reference, full: Reference,
-                 window_best: torch.Tensor, fa: torch.Tensor) -> torch.Tensor:
+    def fallback(self, a, b, sa, ref: Reference, full: Reference, window_best: torch.Tensor,
+                 fa: torch.Tensor, fine: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, Sides | None]:
         """The whole circle, cheaply: coarse on small images, the best peaks (and the window's
         best) re-scored +-``verify`` deg at the search size, the closest told apart at full
-        resolution (:func:`choose`, at the angles found here; ``fa``, ``a`` through the
-        full-resolution stages' pre-filter, against ``full``)."""
+        resolution (:func:`choose`; ``fa``, ``a`` through the full-resolution stages'
+        pre-filter, against ``full``). Returns each pair's angle, whether :func:`choose`
+        narrowed it, and with ``fine`` the scores of those for the polish (:class:`Sides`,
+        rows of this subset)."""
         n = a.shape[-1]
         q = cropped_size(n, self.fallback_size)
         qa, qb = fourier_crop(a, q), fourier_crop(b, q)
@@ -378,7 +387,9 @@ class GuidedSearch:
         angles, best = angles.reshape(-1, c), scores.amax(dim=2)
         if self.same_peak > 0:
             best = _one_per_peak(angles, best, self.same_peak)
-        return choose(fa, full.rows, sa, ref, angles, best, self.close, narrow=False)[0]
+        angle, _, narrowed, sides = choose(fa, full.rows, sa, ref, angles, best, self.close,
+                                           fine=fine)
+        return angle, narrowed, sides
 
     def polish(self, a: torch.Tensor, b: torch.Tensor, angle: torch.Tensor,
                ref: Reference | None = None, sides: Sides | None = None) -> Estimate:
