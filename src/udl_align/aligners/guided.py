@@ -439,10 +439,10 @@ def _one_per_peak(angles: torch.Tensor, scores: torch.Tensor, within: float) -> 
     better-scoring one's set to ``-inf``: two starts that climbed to the same peak (the
     window's best and a coarse peak beside it) are one candidate, not two to tell apart."""
     gap = (angles[:, :, None] - angles[:, None, :] + 180.0).remainder(360.0) - 180.0
-    better = (scores[:, None, :] > scores[:, :, None]) | (
-        (scores[:, None, :] == scores[:, :, None])
-        & (torch.arange(scores.shape[1], device=scores.device)[None, :]
-           < torch.arange(scores.shape[1], device=scores.device)[:, None])[None])
+    other, this = scores[:, None, :], scores[:, :, None]
+    index = torch.arange(scores.shape[1], device=scores.device)
+    earlier = index[None, :] < index[:, None]  # of a tie, the first candidate counts
+    better = (other > this) | ((other == this) & earlier)
     shadowed = (better & (gap.abs() <= within)).any(dim=2)
     return scores.masked_fill(shadowed, -torch.inf)
 
